@@ -1,0 +1,68 @@
+"""Command-line entry point: ``python -m hqc fit --config configs/hybrid.yaml``.
+
+``main(args=None)`` runs in-process (tests call ``main([...])``), the torchgeo pattern.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import ArgsType, LightningCLI
+
+from hqc.callbacks import ConfigSaver, PredictionWriter
+
+
+class HQCLI(LightningCLI):
+    """LightningCLI with the kit's defaults: checkpoints, CSV logs, predictions, test after fit."""
+
+    def add_arguments_to_parser(self, parser: Any) -> None:
+        """Always-on callbacks, configurable as ``checkpoint.*`` and ``prediction.*``."""
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {
+                "checkpoint.monitor": "val/acc",
+                "checkpoint.mode": "max",
+                "checkpoint.save_last": True,
+                "checkpoint.filename": "best-epoch{epoch:03d}",
+                "checkpoint.auto_insert_metric_name": False,
+            }
+        )
+        parser.add_lightning_class_args(PredictionWriter, "prediction")
+
+    def before_instantiate_classes(self) -> None:
+        """Fixed checkpoint folder per run directory (``--ckpt_path last`` resumes); CSV logs."""
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        root = config.trainer.default_root_dir or "runs"
+        config.trainer.default_root_dir = root
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = {
+                "class_path": "lightning.pytorch.loggers.CSVLogger",
+                "init_args": {"save_dir": root, "name": "csv"},
+            }
+
+    def after_fit(self) -> None:
+        """Evaluate the best checkpoint on the test split, so every fit reports test accuracy."""
+        checkpoint = self.trainer.checkpoint_callback
+        ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def main(args: ArgsType = None) -> HQCLI:
+    """Run the CLI on ``args`` (default: ``sys.argv``); returns the CLI for inspection."""
+    os.environ.setdefault("WANDB_MODE", "offline")
+    return HQCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_callback=ConfigSaver,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={"enable_model_summary": False},
+        args=args,
+    )
