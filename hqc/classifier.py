@@ -72,9 +72,9 @@ class Classifier(LightningModule):
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }
         )
-        self.metrics = nn.ModuleDict(
-            {stage: metrics.clone(prefix=f"{stage}/") for stage in ("train", "val", "test")}
-        )
+        self.train_metrics = metrics.clone(prefix="train/")
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
 
     @staticmethod
     def _cli_config() -> bool:
@@ -101,13 +101,15 @@ class Classifier(LightningModule):
                 f"model.num_classes={self.num_classes} but the data has "
                 f"{datamodule.num_classes} classes: set model.init_args.num_classes"
             )
-        for texts in datamodule.split_texts().values():
-            self.encoder.warm(texts, self.trainer.strategy.root_device)
+        for name in ("train_data", "val_data", "test_data", "predict_data"):
+            split = getattr(datamodule, name, None)  # one cache entry per split
+            if split is not None:
+                self.encoder.warm(split.texts, self.trainer.strategy.root_device)
 
     def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         logits = self(batch["text"])
         loss = nn.functional.cross_entropy(logits, batch["label"])
-        metrics = self.metrics[stage]
+        metrics = getattr(self, f"{stage}_metrics")
         metrics.update(logits, batch["label"])
         batch_size = len(batch["text"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
