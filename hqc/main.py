@@ -22,13 +22,17 @@ class HQCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: Any) -> None:
         """Always-on callbacks, configurable as ``checkpoint.*`` and ``prediction.*``."""
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(ModelCheckpoint, "last_checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.monitor": "val/acc",
                 "checkpoint.mode": "max",
-                "checkpoint.save_last": True,
                 "checkpoint.filename": "best-epoch{epoch:03d}",
                 "checkpoint.auto_insert_metric_name": False,
+                # Lightning 2.6 writes save_last only when a best checkpoint improves; a rolling
+                # top-1 of the newest epoch named "last" is what `--ckpt_path last` must find.
+                "last_checkpoint.filename": "last",
+                "last_checkpoint.enable_version_counter": False,
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction")
@@ -38,8 +42,9 @@ class HQCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         root = config.trainer.default_root_dir or "runs"
         config.trainer.default_root_dir = root
-        if config.checkpoint.dirpath is None:
-            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        for key in ("checkpoint", "last_checkpoint"):
+            if config[key].dirpath is None:
+                config[key].dirpath = str(Path(root) / "checkpoints")
         if config.trainer.logger in (None, True):
             config.trainer.logger = {
                 "class_path": "lightning.pytorch.loggers.CSVLogger",
@@ -53,8 +58,11 @@ class HQCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 
-def main(args: ArgsType = None) -> HQCLI:
-    """Run the CLI on ``args`` (default: ``sys.argv``); returns the CLI for inspection."""
+def main(args: ArgsType = None, run: bool = True) -> HQCLI:
+    """Run the CLI on ``args`` (default: ``sys.argv``); returns the CLI for inspection.
+
+    With ``run=False`` the config (without a subcommand) is only parsed and instantiated.
+    """
     os.environ.setdefault("WANDB_MODE", "offline")
     return HQCLI(
         LightningModule,
@@ -65,4 +73,5 @@ def main(args: ArgsType = None) -> HQCLI:
         save_config_kwargs={"overwrite": True},
         trainer_defaults={"enable_model_summary": False},
         args=args,
+        run=run,
     )

@@ -40,11 +40,11 @@ def test_parameter_matching_is_closest(target):
 
 
 def test_mlp_settings_are_checked():
-    with pytest.raises(ValueError, match="exactly one of core.hidden or core.parameters"):
+    with pytest.raises(ValueError, match=r"exactly one of core\.hidden or core\.parameters"):
         MLP()
     with pytest.raises(ValueError, match="exactly one"):
         MLP(hidden=4, parameters=100)
-    with pytest.raises(ValueError, match="core.hidden"):
+    with pytest.raises(ValueError, match=r"core\.hidden"):
         MLP(hidden=-1)
 
 
@@ -60,9 +60,9 @@ def test_projection_angles_readout():
     readout = LinearReadout()
     assert readout.build(6, 3) == 3
     assert readout(a).shape == (3, 3)
-    with pytest.raises(ValueError, match="projection.out_features"):
+    with pytest.raises(ValueError, match=r"projection\.out_features"):
         LinearProjection(out_features=0)
-    with pytest.raises(ValueError, match="angle_encoder.squash"):
+    with pytest.raises(ValueError, match=r"angle_encoder\.squash"):
         ScaledAngles(squash="cosine")
 
 

@@ -63,5 +63,5 @@ def test_trainable_matches_frozen_and_gets_gradients(frozen):
 
 
 def test_bad_model_names_the_setting(tmp_path):
-    with pytest.raises(ValueError, match="encoder.model="):
+    with pytest.raises(ValueError, match=r"encoder\.model="):
         SentenceEncoder(model=str(tmp_path / "no-such-model"))

@@ -1,0 +1,152 @@
+"""End to end through ``main([...])``: every shipped config, checkpoints, resume, predict, W&B."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hqc.classifier import Classifier
+from hqc.main import main
+
+ROOT = Path(__file__).parents[1]
+CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HQC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+
+
+def tiny_args(config, data_dir, root, *extra):
+    return [
+        "--config", str(config),
+        "--data.init_args.source", str(data_dir),
+        "--data.init_args.per_class", "4",
+        "--data.init_args.batch_size", "4",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_configs_are_shipped():
+    names = {c.stem for c in CONFIGS}
+    assert {"classical", "hybrid", "hybrid_qiskit", "projection"} <= names
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda c: c.stem)
+def test_every_config_runs(config, tiny_data_dir, tmp_path, caplog):
+    cli = main(["fit", *tiny_args(config, tiny_data_dir, tmp_path), "--trainer.fast_dev_run", "1"])
+    assert cli.trainer.state.finished
+    assert "Trainable parameters per stage" in caplog.text
+    assert "test/acc" in cli.trainer.callback_metrics  # fit ends with a test pass
+
+
+def test_parameter_matched_classical_head():
+    classical = yaml.safe_load((ROOT / "configs/classical.yaml").read_text())
+    model = main(["--config", str(ROOT / "configs/hybrid.yaml")], run=False).model
+    total = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert classical["model"]["init_args"]["core"]["init_args"]["parameters"] == total
+
+
+def test_checkpoint_reload_gives_identical_predictions(tiny_data_dir, tmp_path):
+    config = ROOT / "configs/hybrid.yaml"
+    cli = main(["fit", *tiny_args(config, tiny_data_dir, tmp_path), "--trainer.max_epochs", "2"])
+    texts = cli.datamodule.test_data.texts
+    cli.model.eval()
+    with torch.no_grad():
+        expected = cli.model(texts)
+    reloaded = Classifier.load_from_checkpoint(tmp_path / "checkpoints/last.ckpt").eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(texts), expected, rtol=0, atol=0)
+    assert type(reloaded.core).__name__ == "ReuploadPQC"
+
+
+def test_killed_fit_resumes_from_last_checkpoint(tiny_data_dir, tmp_path):
+    """SIGKILL a real ``python -m hqc fit`` in epoch 2; resuming ends where an unbroken run ends."""
+    config = ROOT / "configs/classical.yaml"
+    marker = tmp_path / "stalled"
+    args = tiny_args(config, tiny_data_dir, tmp_path / "killed", "--trainer.max_epochs", "3")
+    stall = ["--trainer.callbacks+=user_components.StallAt",
+             "--trainer.callbacks.epoch=2", f"--trainer.callbacks.marker={marker}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "hqc", "fit", *args, *stall], env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not marker.exists():
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run never reached epoch 2"
+            time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    last = tmp_path / "killed/checkpoints/last.ckpt"
+    assert torch.load(last, weights_only=False)["epoch"] == 1
+
+    resumed = main(["fit", *args, "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 3
+    unbroken = main(["fit", *tiny_args(config, tiny_data_dir, tmp_path / "unbroken",
+                                       "--trainer.max_epochs", "3")])  # fmt: skip
+    for a, b in zip(resumed.model.parameters(), unbroken.model.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_predict_writes_labels_and_probabilities(tiny_data_dir, tmp_path):
+    config = ROOT / "configs/classical.yaml"
+    main(["fit", *tiny_args(config, tiny_data_dir, tmp_path), "--trainer.max_epochs", "1"])
+    sentences = tmp_path / "new.txt"
+    sentences.write_text("what a lovely film\na boring waste of time\nfine\n")
+    out = tmp_path / "predictions.csv"
+    main([
+        "predict", *tiny_args(config, tiny_data_dir, tmp_path),
+        "--ckpt_path", str(tmp_path / "checkpoints/last.ckpt"),
+        "--data.init_args.predict_file", str(sentences), "--prediction.output", str(out),
+    ])  # fmt: skip
+    rows = list(csv.DictReader(out.open()))
+    assert [r["text"] for r in rows] == sentences.read_text().splitlines()
+    for r in rows:
+        probs = [float(r["prob_0"]), float(r["prob_1"])]
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+        assert int(r["label"]) == probs.index(max(probs))
+
+
+def test_user_component_by_class_path(tiny_data_dir, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    cli = main([
+        "fit", *tiny_args(ROOT / "configs/projection.yaml", tiny_data_dir, tmp_path),
+        "--model.init_args.projection", "user_components.SignProjection",
+        "--model.init_args.projection.width", "3", "--trainer.fast_dev_run", "1",
+    ])  # fmt: skip
+    assert cli.model.core.circuit.num_qubits == 3  # the core's width follows the user's stage
+    assert cli.model.projection.gain.grad is not None
+
+
+def test_wandb_run_gets_the_resolved_config(tiny_data_dir, tmp_path):
+    args = tiny_args(ROOT / "configs/classical.yaml", tiny_data_dir, tmp_path)
+    cli = main(["fit", *args, "--config", str(ROOT / "configs/logger/wandb.yaml"),
+                "--trainer.logger.init_args.save_dir", str(tmp_path / "wandb"),
+                "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "1"])  # fmt: skip
+    run = cli.trainer.logger.experiment
+    try:
+        assert os.environ["WANDB_MODE"] == "offline"
+        assert run.settings.mode == "offline"
+        assert run.config["model"]["class_path"] == "hqc.classifier.Classifier"
+        assert run.config["model"]["init_args"]["core"]["init_args"]["parameters"] == 214
+        assert run.config["data"]["init_args"]["per_class"] == 4
+    finally:
+        run.finish()
+
+
+def test_bad_config_value_names_the_setting(tiny_data_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", *tiny_args(ROOT / "configs/classical.yaml", tiny_data_dir, tmp_path),
+              "--model.init_args.core.init_args.hidden", "many"])  # fmt: skip
+    assert "hidden" in capsys.readouterr().err

@@ -1,0 +1,38 @@
+"""Components defined outside hqc, used from YAML/CLI by class path as a user would."""
+
+import os
+import time
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from hqc.stages import Projection
+
+
+class SignProjection(Projection):
+    """A user's own stage: keep the first ``width`` features, squashed by a learned gain."""
+
+    def __init__(self, width: int = 4) -> None:
+        super().__init__()
+        self.width = width
+
+    def build(self, in_features: int, num_classes: int) -> int:
+        self.gain = torch.nn.Parameter(torch.ones(self.width))
+        return self.width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.gain * x[:, : self.width] * 10)
+
+
+class StallAt(Callback):
+    """Signals (marker file) and then hangs at the start of ``epoch``, waiting to be killed."""
+
+    def __init__(self, epoch: int, marker: str) -> None:
+        self.epoch = epoch
+        self.marker = marker
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            with open(self.marker, "w") as f:
+                f.write(str(os.getpid()))
+            time.sleep(600)
