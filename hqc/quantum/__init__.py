@@ -1,0 +1,1 @@
+"""Quantum building blocks: circuits, the torch/Qiskit quantum layer and the quantum stages."""

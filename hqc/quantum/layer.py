@@ -1,0 +1,141 @@
+"""One ``nn.Module`` for a parametrised circuit, simulated by torch or by Qiskit primitives.
+
+Both backends take the same circuit, observables and initial weights and return the same
+expectations in the same order, so a result from the fast torch simulator can be checked
+against Qiskit's reference stack (``EstimatorQNN`` + ``TorchConnector``) by flipping one flag.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import Parameter
+from qiskit.primitives import BaseEstimatorV2
+from qiskit.quantum_info import SparsePauliOp
+from qiskit_aer.primitives import EstimatorV2 as AerEstimator
+from qiskit_machine_learning.connectors import TorchConnector
+from qiskit_machine_learning.neural_networks import EstimatorQNN
+from torch import nn
+
+from hqc.quantum.circuits import amplitude_loader, amplitude_loader_angles
+from hqc.quantum.torch_qnn import TorchQNN
+
+BACKENDS = ("torch", "qiskit")
+
+
+class QuantumLayer(nn.Module):
+    """Expectations ``(B, n_obs)`` of ``observables`` after ``circuit``, differentiable.
+
+    Args:
+        circuit: the parametrised circuit.
+        observables: one or more observables; outputs follow their order.
+        input_params: circuit parameters fed from ``forward``'s ``inputs`` columns, in order.
+        weight_params: trainable circuit parameters, in the order of :attr:`weight`.
+        backend: ``torch`` (:class:`~hqc.quantum.torch_qnn.TorchQNN`, exact, fast) or ``qiskit``
+            (``EstimatorQNN`` on an exact statevector estimator with parameter-shift gradients,
+            wrapped by ``TorchConnector``; slow, for cross-checks and later shot/noise studies).
+        initial_weights: starting weights; by default uniform in [-π, π) from torch's global
+            generator, drawn here so that both backends start from the same point under one seed.
+        amplitude_encoded: the circuit starts from a state given per sample as ``forward``'s
+            ``initial_state`` (amplitude encoding) instead of |0…0⟩. The torch backend takes the
+            amplitudes directly; the Qiskit backend prepends
+            :func:`~hqc.quantum.circuits.amplitude_loader`, an R_Y/CX circuit whose angles are
+            computed from the amplitudes in torch, so gradients reach them on both backends.
+
+    The Qiskit backend computes in float64 but ``TorchConnector`` hands back float32 values and
+    gradients (it hard-codes ``torch.float``); outputs are cast to :attr:`weight`'s dtype so the
+    layer fits a ``.double()`` model, but they carry float32 precision (about 1e-7).
+
+    Attributes:
+        circuit: the circuit as given (draw it); on the Qiskit backend with amplitude encoding,
+            ``qnn.circuit`` shows it with the amplitude loader in front.
+        qnn: the ``EstimatorQNN`` (Qiskit backend only, else ``None``): its float64
+            ``forward``/``backward`` are the reference values.
+    """
+
+    def __init__(
+        self,
+        circuit: QuantumCircuit,
+        observables: SparsePauliOp | Sequence[SparsePauliOp],
+        input_params: Sequence[Parameter] = (),
+        weight_params: Sequence[Parameter] = (),
+        backend: Literal["torch", "qiskit"] = "torch",
+        initial_weights: torch.Tensor | None = None,
+        amplitude_encoded: bool = False,
+    ) -> None:
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if isinstance(observables, SparsePauliOp):
+            observables = [observables]
+        if initial_weights is None:
+            initial_weights = torch.empty(len(weight_params)).uniform_(-math.pi, math.pi)
+        self.backend = backend
+        self.circuit = circuit
+        self.observables = list(observables)
+        self.amplitude_encoded = amplitude_encoded
+        self.qnn: EstimatorQNN | None = None
+        self.net: nn.Module
+        if backend == "torch":
+            self.net = TorchQNN(
+                circuit, self.observables, input_params, weight_params, initial_weights
+            )
+            return
+        input_params = list(input_params)
+        if amplitude_encoded:
+            loader, angles = amplitude_loader(circuit.num_qubits)
+            circuit = loader.compose(circuit)
+            input_params = [*angles, *input_params]
+        self.qnn = EstimatorQNN(
+            circuit=circuit,
+            estimator=self._estimator(),
+            observables=self.observables,
+            input_params=input_params,
+            weight_params=list(weight_params),
+            default_precision=0.0,
+        )
+        self.net = TorchConnector(self.qnn, initial_weights=initial_weights.detach().cpu().numpy())
+
+    @staticmethod
+    def _estimator() -> BaseEstimatorV2:
+        """Exact expectation values on Aer's statevector, no shot noise (``default_precision=0``).
+
+        Aer runs the parameter-shift jobs about 1.5x faster than the reference ``QMLEstimator``
+        with identical values. The single place where a sampled or noisy estimator will
+        replace the exact one.
+        """
+        return AerEstimator(options={"default_precision": 0.0})
+
+    @property
+    def weight(self) -> nn.Parameter:
+        """The trainable circuit weights, ordered like ``weight_params``."""
+        return self.net.weight
+
+    def forward(
+        self, inputs: torch.Tensor, initial_state: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Expectations for ``inputs`` ``(B, n_in)`` (``(B, 0)`` when the circuit has none).
+
+        Args:
+            inputs: values of ``input_params`` per sample.
+            initial_state: ``(B, 2^Q)`` real, normalised amplitudes; required exactly when the
+                layer is ``amplitude_encoded``.
+        """
+        if (initial_state is not None) != self.amplitude_encoded:
+            raise ValueError(
+                "initial_state must be given exactly when the layer is amplitude_encoded "
+                f"(amplitude_encoded={self.amplitude_encoded})"
+            )
+        if self.qnn is None:
+            return self.net(inputs, initial_state)
+        if initial_state is not None:
+            inputs = torch.cat(
+                [amplitude_loader_angles(initial_state.double()), inputs.double()], -1
+            )
+        # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
+        self.qnn.input_gradients = inputs.requires_grad
+        return self.net(inputs).to(self.weight.dtype)
