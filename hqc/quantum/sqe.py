@@ -39,6 +39,8 @@ class SimulatedQuantumEncoders(Projection):
         fusion: ``concat`` (output E·Q_c, the natural reading of the paper) or ``mean``
             (output Q_c, encoders averaged).
         backend: ``torch`` or ``qiskit`` (see :class:`~hqc.quantum.layer.QuantumLayer`).
+        standardize: standardize each embedding feature with running batch statistics before
+            amplitude encoding (not in the paper; see REPORT.md).
 
     Attributes (after ``build``):
         circuit: the PQC every encoder runs (its state preparation is the amplitude-encoded
@@ -58,6 +60,7 @@ class SimulatedQuantumEncoders(Projection):
         measured: int = 4,
         fusion: Literal["concat", "mean"] = "concat",
         backend: Literal["torch", "qiskit"] = "torch",
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         if encoders < 1:
@@ -73,6 +76,7 @@ class SimulatedQuantumEncoders(Projection):
         self.measured = measured
         self.fusion = fusion
         self.backend = backend
+        self.standardize = standardize
         self.circuit = None
 
     def build(self, in_features: int, num_classes: int) -> int:
@@ -81,6 +85,9 @@ class SimulatedQuantumEncoders(Projection):
         check_amplitude_fit(in_features, self.num_qubits, self.truncate)
         self.circuit, weights = ansatz(self.ansatz, self.num_qubits, self.layers, self.connectivity)
         observables = z_observables(self.num_qubits, range(self.measured))
+        # Running batch statistics, no learned affine: removes the direction every sentence
+        # embedding shares, which otherwise dominates all amplitudes.
+        self.norm = nn.BatchNorm1d(in_features, affine=False) if self.standardize else nn.Identity()
         self.encoder_layers = nn.ModuleList(
             QuantumLayer(
                 self.circuit, observables, (), weights, self.backend, amplitude_encoded=True
@@ -91,7 +98,7 @@ class SimulatedQuantumEncoders(Projection):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Embeddings ``(B, d)`` → fused latent vector ``(B, out_features)``."""
-        states = amplitude_encode(x, self.num_qubits, self.truncate)
+        states = amplitude_encode(self.norm(x), self.num_qubits, self.truncate)
         no_inputs = x.new_empty(len(x), 0)
         latents = [encoder(no_inputs, states) for encoder in self.encoder_layers]
         return torch.cat(latents, -1) if self.fusion == "concat" else torch.stack(latents).mean(0)

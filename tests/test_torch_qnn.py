@@ -1,0 +1,414 @@
+"""TorchQNN must reproduce Qiskit's exact expectations and gradients on arbitrary circuits."""
+
+import numpy as np
+import pytest
+import torch
+from qiskit import QuantumCircuit
+from qiskit.circuit import Gate, ParameterVector
+from qiskit.circuit.library import StatePreparation, efficient_su2
+from qiskit.quantum_info import SparsePauliOp, Statevector
+
+from hqc.quantum.torch_qnn import TorchQNN
+
+ONE_QUBIT_FIXED = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx"]
+TWO_QUBIT_FIXED = ["cx", "cy", "cz", "swap"]
+ONE_QUBIT_ROT = ["rx", "ry", "rz", "p"]
+TWO_QUBIT_ROT = ["crx", "cry", "crz", "cp", "rxx", "ryy", "rzz"]
+
+
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny simulations gain nothing from threads, and an OpenMP region stalls on a busy core."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference(qc, obs, input_params, weight_params, inputs, weights):
+    """Exact expectations from Qiskit's Statevector, one row per sample."""
+    rows = []
+    for x in np.atleast_2d(inputs):
+        values = {**dict(zip(input_params, x, strict=True)),
+                  **dict(zip(weight_params, weights, strict=True))}
+        bound = qc.assign_parameters(values, strict=False)
+        sv = Statevector(bound)
+        rows.append([sv.expectation_value(o).real for o in obs])
+    return np.array(rows)
+
+
+def random_angle(rng, xs, ws):
+    """An affine expression of one input and one weight (or a constant)."""
+    kind = rng.integers(4)
+    x, w = xs[rng.integers(len(xs))], ws[rng.integers(len(ws))]
+    if kind == 0:
+        return float(rng.uniform(-3, 3))
+    if kind == 1:
+        return float(rng.uniform(0.5, 2)) * w + float(rng.uniform(-1, 1))
+    if kind == 2:
+        return np.pi * x - 0.5 * w
+    return x + w
+
+
+def random_circuit(n, depth, seed, distant=False):
+    """Random supported gates; ``distant`` puts 2-qubit gates on qubits no window can hold."""
+    rng = np.random.default_rng(seed)
+    xs, ws = ParameterVector("x", n), ParameterVector("w", 2 * n)
+    qc = QuantumCircuit(n)
+    for _ in range(depth):
+        kind = rng.integers(4) if n > 1 else rng.integers(2)
+        if kind == 0:
+            getattr(qc, ONE_QUBIT_FIXED[rng.integers(9)])(int(rng.integers(n)))
+        elif kind == 1:
+            name = ONE_QUBIT_ROT[rng.integers(4)]
+            getattr(qc, name)(random_angle(rng, xs, ws), int(rng.integers(n)))
+        else:
+            a, b = (int(q) for q in rng.choice(n, 2, replace=False))
+            if distant:  # far apart on the ring: not in any 4-qubit window
+                a, b = 0, n // 2
+            if kind == 2:
+                getattr(qc, TWO_QUBIT_FIXED[rng.integers(4)])(a, b)
+            else:
+                getattr(qc, TWO_QUBIT_ROT[rng.integers(7)])(random_angle(rng, xs, ws), a, b)
+    return qc, list(xs), list(ws)
+
+
+def random_observables(n, seed):
+    """A single-qubit Z, a random Pauli sum with X/Y terms, and a full Z string."""
+    rng = np.random.default_rng(seed)
+    labels = ["".join(rng.choice(list("IXYZ"), n)) for _ in range(3)]
+    return [
+        SparsePauliOp.from_sparse_list([("Z", [0], 1.0)], n),
+        SparsePauliOp(labels, coeffs=rng.normal(size=3)),
+        SparsePauliOp("Z" * n),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("n", "depth", "batch", "distant"),
+    [(1, 12, 3, False), (2, 20, 1, False), (3, 30, 5, False), (5, 60, 4, False),
+     (6, 80, 1, False), (7, 90, 3, False), (8, 40, 2, True)],
+)
+def test_random_circuits_match_statevector(n, depth, batch, distant):
+    qc, xs, ws = random_circuit(n, depth, seed=n * 100 + depth, distant=distant)
+    obs = random_observables(n, seed=n)
+    qnn = TorchQNN(qc, obs, xs, ws).double()
+    inputs = torch.rand(batch, n, dtype=torch.float64) * 4 - 2
+    out = qnn(inputs)
+    assert out.shape == (batch, len(obs))
+    expected = reference(qc, obs, xs, ws, inputs.numpy(), qnn.weight.detach().numpy())
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-10)
+
+
+def every_gate_circuit():
+    """One of every supported gate, angles given as expressions, plus composite gates."""
+    x, w = ParameterVector("x", 3), ParameterVector("w", 6)
+    qc = QuantumCircuit(4)
+    qc.h(range(4))
+    qc.rx(2 * w[0], 0)
+    qc.ry(w[1] + x[0], 1)
+    qc.rz(np.pi * x[1], 2)
+    qc.p(w[2] - 0.3, 3)
+    qc.u(w[3], x[2], 0.25, 0)
+    for name in ONE_QUBIT_FIXED:
+        getattr(qc, name)(1)
+    qc.barrier()
+    qc.cx(0, 1)
+    qc.cy(1, 2)
+    qc.cz(2, 3)
+    qc.swap(3, 0)
+    qc.crx(w[4], 0, 2)
+    qc.cry(x[0] - w[5], 1, 3)
+    qc.crz(3 * x[1], 3, 1)
+    qc.cp(w[0] + w[1], 2, 0)
+    qc.rxx(x[2], 0, 1)
+    qc.ryy(0.5 * w[2], 1, 2)
+    qc.rzz(x[0] + 1.0, 2, 3)
+    sub = QuantumCircuit(2, name="custom")
+    sub.ry(w[4], 0)
+    sub.cx(0, 1)
+    sub.rzx(x[1], 1, 0)  # not supported natively: expanded through its definition
+    qc.append(sub.to_gate(), [3, 1])
+    qc.compose(efficient_su2(4, reps=1, parameter_prefix="e").assign_parameters(
+        np.linspace(0.1, 1.6, 16)), inplace=True)
+    return qc, list(x), list(w)
+
+
+def test_every_gate_with_expressions_matches_statevector():
+    qc, xs, ws = every_gate_circuit()
+    obs = random_observables(4, seed=7)
+    qnn = TorchQNN(qc, obs, xs, ws).double()
+    assert not qnn.real
+    inputs = torch.rand(6, 3, dtype=torch.float64) * 3
+    expected = reference(qc, obs, xs, ws, inputs.numpy(), qnn.weight.detach().numpy())
+    np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
+
+
+def test_non_affine_angles_match_statevector():
+    x, w = ParameterVector("x", 2), ParameterVector("w", 2)
+    qc = QuantumCircuit(2)
+    qc.h([0, 1])
+    qc.rzz((np.pi - x[0]) * (np.pi - x[1]), 0, 1)  # ZZFeatureMap-style data map
+    qc.ry(w[0] * x[0], 0)
+    qc.rx(w[1].sin() + x[1] ** 2, 1)
+    obs = random_observables(2, seed=3)
+    qnn = TorchQNN(qc, obs, list(x), list(w)).double()
+    inputs = torch.rand(4, 2, dtype=torch.float64)
+    expected = reference(qc, obs, list(x), list(w), inputs.numpy(), qnn.weight.detach().numpy())
+    np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
+    assert torch.autograd.gradcheck(lambda a, w_: qnn(a), (inputs.requires_grad_(), qnn.weight))
+
+
+def test_gradcheck_inputs_and_weights():
+    qc, xs, ws = random_circuit(5, 40, seed=11)
+    qnn = TorchQNN(qc, random_observables(5, seed=1), xs, ws).double()
+    inputs = torch.rand(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w: qnn(x), (inputs, qnn.weight))
+
+
+@pytest.mark.parametrize("complex_state", [False, True])
+def test_gradcheck_initial_state(complex_state):
+    w = ParameterVector("w", 10)
+    qc = QuantumCircuit(5)
+    qc.ry(w[0], 0)  # a leading 1-qubit gate: applied to the given state, not to |0>
+    for i in range(5):
+        qc.cx(i, (i + 1) % 5)
+        qc.ry(w[i + 1], (i + 1) % 5)
+    qc.rxx(w[6], 0, 3)
+    obs = random_observables(5, seed=2)
+    qnn = TorchQNN(qc, obs, weight_params=list(w)).double()
+    dtype = torch.complex128 if complex_state else torch.float64
+    state = torch.randn(2, 32, dtype=dtype, requires_grad=True)
+    inputs = torch.zeros(2, 0, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s, w_: qnn(inputs, s), (state, qnn.weight))
+
+
+@pytest.mark.parametrize("complex_state", [False, True])
+def test_initial_state_equals_state_preparation(complex_state):
+    qc, xs, ws = random_circuit(4, 40, seed=5)
+    obs = random_observables(4, seed=4)
+    qnn = TorchQNN(qc, obs, xs, ws).double()
+    rng = np.random.default_rng(0)
+    amps = rng.normal(size=(3, 16)) + (1j * rng.normal(size=(3, 16)) if complex_state else 0)
+    amps /= np.linalg.norm(amps, axis=1, keepdims=True)
+    inputs = torch.rand(3, 4, dtype=torch.float64)
+    out = qnn(inputs, torch.tensor(amps)).detach().numpy()
+    for b in range(3):
+        prep = QuantumCircuit(4)
+        prep.append(StatePreparation(amps[b]), range(4))
+        full = prep.compose(qc)
+        expected = reference(full, obs, xs, ws, inputs[b].numpy(), qnn.weight.detach().numpy())
+        np.testing.assert_allclose(out[b], expected[0], atol=1e-10)
+
+
+def paper_circuit(n):
+    """The paper's CNOT + RY re-uploading circuit (real gates only)."""
+    x, w = ParameterVector("x", n), ParameterVector("w", 10 * n)
+    qc, k = QuantumCircuit(n), 0
+    for block in range(3):
+        if block < 2:
+            for i in range(n):
+                qc.ry(x[i], i)
+        k = 5 * n * (block == 2)
+        for _ in range(2):
+            for d in (1, 2):
+                for i in range(n):
+                    qc.cx(i, (i + d) % n)
+                    qc.ry(w[k], (i + d) % n)
+                    k += 1
+        for i in range(n):
+            qc.ry(w[k], i)
+            k += 1
+    return qc, list(x), list(w)
+
+
+def test_real_path_equals_complex_path():
+    qc, xs, ws = paper_circuit(6)
+    obs = random_observables(6, seed=6)
+    fast = TorchQNN(qc, obs, xs, ws).double()
+    slow = TorchQNN(qc, obs, xs, ws, initial_weights=fast.weight.detach(), real=False).double()
+    assert fast.real and not slow.real
+    inputs = torch.rand(5, 6, dtype=torch.float64, requires_grad=True)
+    out_fast, out_slow = fast(inputs), slow(inputs)
+    torch.testing.assert_close(out_fast, out_slow, atol=1e-12, rtol=0)
+    expected = reference(qc, obs, xs, ws, inputs.detach().numpy(), fast.weight.detach().numpy())
+    np.testing.assert_allclose(out_fast.detach().numpy(), expected, atol=1e-10)
+    g_fast = torch.autograd.grad(out_fast.sum(), (inputs, fast.weight))
+    g_slow = torch.autograd.grad(out_slow.sum(), (inputs, slow.weight))
+    for a, b in zip(g_fast, g_slow, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+
+
+def test_dtype_follows_module():
+    qc, xs, ws = paper_circuit(5)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIZ"), xs, ws)
+    inputs = torch.rand(2, 5)
+    assert qnn.weight.dtype == torch.float32
+    assert qnn(inputs).dtype == torch.float32
+    assert qnn(inputs, torch.randn(2, 32, dtype=torch.complex64)).dtype == torch.float32
+    single = qnn(inputs).detach()
+    qnn.double()
+    out = qnn(inputs.double())
+    assert out.dtype == torch.float64
+    torch.testing.assert_close(out.float(), single, atol=1e-5, rtol=0)
+    assert all(not b.is_complex() for b in qnn.buffers())
+
+
+def test_initial_weights():
+    qc, xs, ws = paper_circuit(4)
+    obs = SparsePauliOp("IIIZ")
+    default = TorchQNN(qc, obs, xs, ws)
+    assert default.weight.shape == (len(ws),)
+    assert default.weight.abs().max() <= 1.0 and default.weight.std() > 0.1
+    given = torch.linspace(-2, 2, len(ws))
+    assert torch.equal(TorchQNN(qc, obs, xs, ws, initial_weights=given).weight.data, given)
+    with pytest.raises(ValueError, match=r"initial_weights must have shape \(40,\)"):
+        TorchQNN(qc, obs, xs, ws, initial_weights=torch.zeros(3))
+
+
+def test_matches_qiskit_machine_learning_estimator_qnn():
+    from qiskit.primitives import StatevectorEstimator
+    from qiskit_machine_learning.neural_networks import EstimatorQNN
+
+    x, w = ParameterVector("x", 3), ParameterVector("w", 5)
+    qc = QuantumCircuit(3)
+    for i in range(3):
+        qc.ry(x[i], i)
+    qc.cx(0, 1)
+    qc.rz(w[0], 1)
+    qc.cx(1, 2)
+    qc.rx(w[1], 2)
+    qc.crz(w[2], 2, 0)
+    qc.ry(w[3], 0)
+    qc.rzz(w[4], 0, 2)
+    obs = [SparsePauliOp("IIZ"), SparsePauliOp.from_list([("XYZ", 0.5), ("ZII", -1.0)])]
+    estimator_qnn = EstimatorQNN(
+        circuit=qc, estimator=StatevectorEstimator(), observables=obs, input_params=list(x),
+        weight_params=list(w), input_gradients=True, default_precision=0.0,
+    )
+    qnn = TorchQNN(qc, obs, list(x), list(w)).double()
+    inputs = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
+    weights = qnn.weight.detach().numpy()
+    expected = estimator_qnn.forward(inputs.detach().numpy(), weights)
+    expected_in, expected_w = estimator_qnn.backward(inputs.detach().numpy(), weights)
+    out = qnn(inputs)
+    np.testing.assert_allclose(out.detach().numpy(), expected, atol=1e-10)
+    for j in range(len(obs)):
+        g_in, g_w = torch.autograd.grad(out[:, j].sum(), (inputs, qnn.weight), retain_graph=True)
+        np.testing.assert_allclose(g_in.numpy(), expected_in[:, j], atol=1e-10)
+        np.testing.assert_allclose(g_w.numpy(), expected_w[:, j].sum(0), atol=1e-10)
+
+
+def test_circuit_without_gates_or_parameters():
+    qc = QuantumCircuit(3)
+    qnn = TorchQNN(qc, [SparsePauliOp("ZZZ"), SparsePauliOp("IXI")]).double()
+    np.testing.assert_allclose(qnn(torch.zeros(2, 0)).detach().numpy(), [[1, 0], [1, 0]])
+    qc.h(1)
+    qnn = TorchQNN(qc, [SparsePauliOp("ZZZ"), SparsePauliOp("IXI")]).double()
+    np.testing.assert_allclose(qnn(torch.zeros(1, 0)).detach().numpy(), [[0, 1]], atol=1e-12)
+
+
+def test_opaque_gate_error_names_gate_and_index():
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.cx(0, 1)
+    qc.append(Gate("foo", 1, []), [1])
+    with pytest.raises(ValueError, match=r"'foo' at instruction 2"):
+        TorchQNN(qc, SparsePauliOp("ZZ"))
+
+
+def test_measure_and_reset_are_rejected():
+    qc = QuantumCircuit(1, 1)
+    qc.h(0)
+    qc.measure(0, 0)
+    with pytest.raises(ValueError, match=r"'measure' at instruction 1"):
+        TorchQNN(qc, SparsePauliOp("Z"))
+    qc = QuantumCircuit(1)
+    qc.reset(0)
+    with pytest.raises(ValueError, match=r"'reset' at instruction 0"):
+        TorchQNN(qc, SparsePauliOp("Z"))
+
+
+def test_unknown_parameter_error():
+    x, w = ParameterVector("x", 1), ParameterVector("w", 2)
+    qc = QuantumCircuit(1)
+    qc.ry(x[0], 0)
+    qc.rz(w[0] + w[1], 0)
+    with pytest.raises(ValueError, match=r"w\[1\].*'rz' at instruction 1"):
+        TorchQNN(qc, SparsePauliOp("Z"), [x[0]], [w[0]])
+
+
+def test_observable_with_wrong_qubit_count():
+    qc = QuantumCircuit(2)
+    with pytest.raises(ValueError, match="observable 1 acts on 3 qubits, the circuit has 2"):
+        TorchQNN(qc, [SparsePauliOp("ZZ"), SparsePauliOp("ZZZ")])
+
+
+def test_wrong_input_width():
+    qc, xs, ws = paper_circuit(3)
+    qnn = TorchQNN(qc, SparsePauliOp("ZII"), xs, ws)
+    with pytest.raises(ValueError, match=r"shape \(batch, 3\), got \(2, 4\)"):
+        qnn(torch.zeros(2, 4))
+    with pytest.raises(ValueError, match=r"initial_state must have shape \(2, 8\), got \(2, 4\)"):
+        qnn(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_real_true_on_complex_circuit():
+    qc = QuantumCircuit(2)
+    qc.h(0)
+    qc.s(1)
+    with pytest.raises(ValueError, match=r"real=True.*'s' at instruction 1"):
+        TorchQNN(qc, SparsePauliOp("ZZ"), real=True)
+    qc, xs, ws = paper_circuit(3)
+    assert TorchQNN(qc, SparsePauliOp("ZZZ"), xs, ws, real=True).real
+
+
+def test_circuit_is_compiled_once():
+    qc, xs, ws = paper_circuit(5)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIZ"), xs, ws).double()
+    inputs = torch.rand(3, 5, dtype=torch.float64)
+    before = qnn(inputs)
+    qc.x(0)  # later edits of the circuit must not reach the compiled module
+    qc.data.clear()
+    torch.testing.assert_close(qnn(inputs), before, atol=0, rtol=0)
+
+
+def test_affine_angles_form_one_coefficient_matrix():
+    x, w = ParameterVector("x", 1), ParameterVector("w", 1)
+    qc = QuantumCircuit(2)
+    qc.cx(0, 1)
+    qc.rx(3 * x[0] + 2 * w[0] - 1, 0)
+    qc.cp(w[0], 0, 1)  # a phase gate: its angle enters the matrix unhalved
+    qnn = TorchQNN(qc, SparsePauliOp("ZZ"), list(x), list(w))
+    # half-angle coefficients over [x0, w0] per slot, plus constants
+    np.testing.assert_allclose(qnn._angle_a.numpy(), [[1.5, 0.0], [1.0, 1.0]])
+    np.testing.assert_allclose(qnn._angle_b.numpy(), [-0.5, 0.0])
+
+
+def test_reused_memory_never_corrupts_gradients():
+    qc, xs, ws = paper_circuit(6)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws).double()
+    x1, x2 = torch.rand(2, 6, dtype=torch.float64), torch.rand(3, 6, dtype=torch.float64)
+    expected = [torch.autograd.grad(qnn(x).sum(), qnn.weight)[0] for x in (x1, x2)]
+    # two graphs alive at once: the second forward must not reuse the first one's memory
+    out1, out2 = qnn(x1), qnn(x2)
+    torch.testing.assert_close(torch.autograd.grad(out1.sum() + out2.sum(), qnn.weight)[0],
+                               expected[0] + expected[1])
+    # a retained graph whose memory a later forward reused fails loudly instead
+    out1 = qnn(x1)
+    torch.autograd.grad(out1.sum(), qnn.weight, retain_graph=True)
+    qnn(x2).sum().backward()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        torch.autograd.grad(out1.sum(), qnn.weight)
+
+
+def test_copy_and_pickle_after_training_step():
+    import copy
+    import pickle
+
+    qc, xs, ws = paper_circuit(5)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIZ"), xs, ws)
+    inputs = torch.rand(4, 5)
+    qnn(inputs).sum().backward()  # leaves reusable memory behind
+    for clone in (copy.deepcopy(qnn), pickle.loads(pickle.dumps(qnn))):
+        torch.testing.assert_close(clone(inputs), qnn(inputs))
