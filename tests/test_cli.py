@@ -57,7 +57,9 @@ def test_qiskit_config_first_batch_loss_equals_torch_backend(tiny_data_dir, tmp_
     losses = {}
     for name in ("hybrid", "hybrid_qiskit"):
         args = tiny_args(ROOT / f"configs/{name}.yaml", tiny_data_dir, tmp_path / name)
-        cli = main(["fit", *args, "--data.init_args.batch_size", "2", "--trainer.fast_dev_run", "1"])
+        cli = main(
+            ["fit", *args, "--data.init_args.batch_size", "2", "--trainer.fast_dev_run", "1"]
+        )
         assert cli.trainer.state.finished and "test/acc" in cli.trainer.callback_metrics
         losses[name] = cli.trainer.callback_metrics["train/loss"]
     assert type(cli.model.core.layer.net).__name__ == "TorchConnector"

@@ -29,8 +29,10 @@ def reference(qc, obs, input_params, weight_params, inputs, weights):
     """Exact expectations from Qiskit's Statevector, one row per sample."""
     rows = []
     for x in np.atleast_2d(inputs):
-        values = {**dict(zip(input_params, x, strict=True)),
-                  **dict(zip(weight_params, weights, strict=True))}
+        values = {
+            **dict(zip(input_params, x, strict=True)),
+            **dict(zip(weight_params, weights, strict=True)),
+        }
         bound = qc.assign_parameters(values, strict=False)
         sv = Statevector(bound)
         rows.append([sv.expectation_value(o).real for o in obs])
@@ -86,8 +88,15 @@ def random_observables(n, seed):
 
 @pytest.mark.parametrize(
     ("n", "depth", "batch", "distant"),
-    [(1, 12, 3, False), (2, 20, 1, False), (3, 30, 5, False), (5, 60, 4, False),
-     (6, 80, 1, False), (7, 90, 3, False), (8, 40, 2, True)],
+    [
+        (1, 12, 3, False),
+        (2, 20, 1, False),
+        (3, 30, 5, False),
+        (5, 60, 4, False),
+        (6, 80, 1, False),
+        (7, 90, 3, False),
+        (8, 40, 2, True),
+    ],
 )
 def test_random_circuits_match_statevector(n, depth, batch, distant):
     qc, xs, ws = random_circuit(n, depth, seed=n * 100 + depth, distant=distant)
@@ -129,8 +138,10 @@ def every_gate_circuit():
     sub.cx(0, 1)
     sub.rzx(x[1], 1, 0)  # not supported natively: expanded through its definition
     qc.append(sub.to_gate(), [3, 1])
-    qc.compose(efficient_su2(4, reps=1, parameter_prefix="e").assign_parameters(
-        np.linspace(0.1, 1.6, 16)), inplace=True)
+    qc.compose(
+        efficient_su2(4, reps=1, parameter_prefix="e").assign_parameters(np.linspace(0.1, 1.6, 16)),
+        inplace=True,
+    )
     return qc, list(x), list(w)
 
 
@@ -283,8 +294,13 @@ def test_matches_qiskit_machine_learning_estimator_qnn():
     qc.rzz(w[4], 0, 2)
     obs = [SparsePauliOp("IIZ"), SparsePauliOp.from_list([("XYZ", 0.5), ("ZII", -1.0)])]
     estimator_qnn = EstimatorQNN(
-        circuit=qc, estimator=StatevectorEstimator(), observables=obs, input_params=list(x),
-        weight_params=list(w), input_gradients=True, default_precision=0.0,
+        circuit=qc,
+        estimator=StatevectorEstimator(),
+        observables=obs,
+        input_params=list(x),
+        weight_params=list(w),
+        input_gradients=True,
+        default_precision=0.0,
     )
     qnn = TorchQNN(qc, obs, list(x), list(w)).double()
     inputs = torch.rand(4, 3, dtype=torch.float64, requires_grad=True)
@@ -392,8 +408,9 @@ def test_reused_memory_never_corrupts_gradients():
     expected = [torch.autograd.grad(qnn(x).sum(), qnn.weight)[0] for x in (x1, x2)]
     # two graphs alive at once: the second forward must not reuse the first one's memory
     out1, out2 = qnn(x1), qnn(x2)
-    torch.testing.assert_close(torch.autograd.grad(out1.sum() + out2.sum(), qnn.weight)[0],
-                               expected[0] + expected[1])
+    torch.testing.assert_close(
+        torch.autograd.grad(out1.sum() + out2.sum(), qnn.weight)[0], expected[0] + expected[1]
+    )
     # a retained graph whose memory a later forward reused fails loudly instead
     out1 = qnn(x1)
     torch.autograd.grad(out1.sum(), qnn.weight, retain_graph=True)

@@ -136,8 +136,7 @@ class _Angles:
         return slot
 
 
-def _lambdify(expr: ParameterExpression, variables: dict[Parameter, int], factor: float
-              ) -> AngleFn:
+def _lambdify(expr: ParameterExpression, variables: dict[Parameter, int], factor: float) -> AngleFn:
     """Torch function of the ``[inputs, weights]`` matrix evaluating a non-affine angle."""
     params = sorted(expr.parameters, key=lambda p: p.name)
     fn = sympy.lambdify([sympy.Symbol(p.name) for p in params], expr.sympify(), modules="torch")
@@ -195,16 +194,19 @@ class TorchQNN(nn.Module):
         else:
             init = torch.as_tensor(initial_weights, dtype=torch.float32)
             if init.shape != self.weight.shape:
-                raise ValueError(f"initial_weights must have shape {tuple(self.weight.shape)}, "
-                                 f"got {tuple(init.shape)}")
+                raise ValueError(
+                    f"initial_weights must have shape {tuple(self.weight.shape)}, "
+                    f"got {tuple(init.shape)}"
+                )
             self.weight.data.copy_(init)
 
         if not angles.rows:  # parameter-free blocks still index one (unused) slot
             angles.add(0.0, 1.0, "")
         self.register_buffer("_angle_a", torch.tensor(np.array(angles.rows).T, dtype=torch.float64))
         self.register_buffer("_angle_b", torch.tensor(angles.consts, dtype=torch.float64))
-        self.register_buffer("_nonaffine_slots", torch.tensor(
-            [s for s, _ in angles.nonaffine], dtype=torch.long))
+        self.register_buffer(
+            "_nonaffine_slots", torch.tensor([s for s, _ in angles.nonaffine], dtype=torch.long)
+        )
         self._nonaffine = [f for _, f in angles.nonaffine]
 
         prefix, gates = _split_prefix(gates, n)
@@ -221,8 +223,9 @@ class TorchQNN(nn.Module):
         self._lease: weakref.ref[_Lease] | None = None
         self._compile_observables(observables, plan[-1][0] if plan else 0)
 
-    def _compile_observables(self, observables: SparsePauliOp | Sequence[SparsePauliOp],
-                             frame: int) -> None:
+    def _compile_observables(
+        self, observables: SparsePauliOp | Sequence[SparsePauliOp], frame: int
+    ) -> None:
         """Split each observable into a real diagonal and bit-flip terms, in the final qubit order.
 
         A Pauli string maps ``|x>`` to ``phase(x) |x ^ mask>``; terms are grouped by ``mask``.
@@ -231,8 +234,9 @@ class TorchQNN(nn.Module):
         n = self.num_qubits
         for j, o in enumerate(obs):
             if o.num_qubits != n:
-                raise ValueError(f"observable {j} acts on {o.num_qubits} qubits, "
-                                 f"the circuit has {n}")
+                raise ValueError(
+                    f"observable {j} acts on {o.num_qubits} qubits, the circuit has {n}"
+                )
         self.num_outputs = len(obs)
         diag = np.zeros((2**n, len(obs)))
         flips: dict[int, np.ndarray] = {}
@@ -257,15 +261,17 @@ class TorchQNN(nn.Module):
         self.register_buffer("_flip_re", torch.tensor(flip.real, dtype=torch.float64))
         self.register_buffer("_flip_im", torch.tensor(flip.imag, dtype=torch.float64))
 
-    def forward(self, inputs: torch.Tensor, initial_state: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, inputs: torch.Tensor, initial_state: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Expectations ``(B, num_outputs)`` for ``inputs`` ``(B, num_inputs)``.
 
         ``initial_state`` ``(B, 2**num_qubits)`` (real or complex) replaces ``|0...0>``.
         """
         if inputs.dim() != 2 or inputs.shape[1] != self.num_inputs:
-            raise ValueError(f"inputs must have shape (batch, {self.num_inputs}), "
-                             f"got {tuple(inputs.shape)}")
+            raise ValueError(
+                f"inputs must have shape (batch, {self.num_inputs}), got {tuple(inputs.shape)}"
+            )
         weight = self.weight
         rdtype, device = weight.dtype, weight.device
         cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
@@ -286,8 +292,10 @@ class TorchQNN(nn.Module):
             steps = steps[1:] if steps and steps[0][0] == "rotate" else steps
         else:
             if initial_state.shape != (batch, dim):
-                raise ValueError(f"initial_state must have shape ({batch}, {dim}), "
-                                 f"got {tuple(initial_state.shape)}")
+                raise ValueError(
+                    f"initial_state must have shape ({batch}, {dim}), "
+                    f"got {tuple(initial_state.shape)}"
+                )
             sdtype = rdtype if self.real and not initial_state.is_complex() else cdtype
             state = self.prefix.apply(initial_state.to(device, sdtype), cos, sin)
         blocks = [mats[g][per_sample][i].to(sdtype) for g, per_sample, i in self._refs]
@@ -296,8 +304,9 @@ class TorchQNN(nn.Module):
         state = _Evolve.apply(state, steps, memory, *blocks)
         return self._expectations(state).to(inputs.device)
 
-    def _saved_memory(self, size: int, dtype: torch.dtype, device: torch.device
-                      ) -> tuple[torch.Tensor, _Lease] | None:
+    def _saved_memory(
+        self, size: int, dtype: torch.dtype, device: torch.device
+    ) -> tuple[torch.Tensor, _Lease] | None:
         """Memory for the states the evolution saves for backward, reused across training steps.
 
         Fresh memory would be returned to the OS after every backward and page-faulted in again
@@ -309,8 +318,11 @@ class TorchQNN(nn.Module):
         if lease is not None and not lease.released:
             return None
         memory = self._memory
-        if memory is None or memory.numel() < size or memory.dtype != dtype or (
-            memory.device != device
+        if (
+            memory is None
+            or memory.numel() < size
+            or memory.dtype != dtype
+            or (memory.device != device)
         ):
             self._memory = None
             memory = self._memory = torch.empty(size, dtype=dtype, device=device)
@@ -344,8 +356,7 @@ def _flatten(circuit: QuantumCircuit, angles: _Angles) -> list[_Gate]:
     """
     gates: list[_Gate] = []
 
-    def visit(circ: QuantumCircuit, qubit_map: Sequence[int], top: int | None, where: str
-              ) -> None:
+    def visit(circ: QuantumCircuit, qubit_map: Sequence[int], top: int | None, where: str) -> None:
         for index, inst in enumerate(circ.data):
             op, at = inst.operation, index if top is None else top
             qubits = tuple(qubit_map[circ.find_bit(q).index] for q in inst.qubits)
@@ -353,23 +364,30 @@ def _flatten(circuit: QuantumCircuit, angles: _Angles) -> list[_Gate]:
             symbolic = any(isinstance(p, ParameterExpression) and p.parameters for p in op.params)
             if op.name in _IGNORED:
                 continue
-            if symbolic and op.name in _ROTATIONS and (
-                len(qubits) == 1 or not angles.depends_on_inputs(op.params[0])
+            if (
+                symbolic
+                and op.name in _ROTATIONS
+                and (len(qubits) == 1 or not angles.depends_on_inputs(op.params[0]))
             ):
                 gates.append(_rotation(op, qubits, label, angles))
             elif symbolic and op.name == "u":  # U(θ, φ, λ) = RZ(φ) RY(θ) RZ(λ) up to phase
                 theta, phi, lam = op.params
                 for rot in (RZGate(lam), RYGate(theta), RZGate(phi)):
                     gates.append(_rotation(rot, qubits, label, angles))
-            elif not symbolic and isinstance(op, Gate) and op.num_qubits <= 2 and (
-                (matrix := _matrix(op)) is not None
+            elif (
+                not symbolic
+                and isinstance(op, Gate)
+                and op.num_qubits <= 2
+                and ((matrix := _matrix(op)) is not None)
             ):
                 gates.append(_Gate(qubits, (matrix,), label))
             elif op.definition is not None:
                 visit(op.definition, qubits, at, f"{where} inside {op.name!r}")
             else:
-                raise ValueError(f"cannot simulate {label}: it is not a unitary gate with a "
-                                 "known matrix or a definition (measure/reset are unsupported)")
+                raise ValueError(
+                    f"cannot simulate {label}: it is not a unitary gate with a "
+                    "known matrix or a definition (measure/reset are unsupported)"
+                )
 
     visit(circuit, range(circuit.num_qubits), None, "")
     return gates
@@ -382,7 +400,8 @@ def _matrix(op: Gate) -> np.ndarray | None:
     except (CircuitError, TypeError, AttributeError):
         return None
     return np.where(np.abs(m.real) < 1e-14, 0, m.real) + 1j * np.where(
-        np.abs(m.imag) < 1e-14, 0, m.imag)
+        np.abs(m.imag) < 1e-14, 0, m.imag
+    )
 
 
 def _rotation(op: Gate, qubits: tuple[int, ...], label: str, angles: _Angles) -> _Gate:
@@ -397,8 +416,10 @@ def _rotation(op: Gate, qubits: tuple[int, ...], label: str, angles: _Angles) ->
         m0, m_pi, m_half = at(0.0), at(np.pi / scale), at(np.pi / 2 / scale)
         a0, ac = (m0 + m_pi) / 2, (m0 - m_pi) / 2
         mats = (a0, ac, m_half - a0)
-        if all(np.allclose(at(phi / scale), a0 + np.cos(phi) * ac + np.sin(phi) * mats[2],
-                           atol=1e-12) for phi in (0.7, -2.1)):
+        if all(
+            np.allclose(at(phi / scale), a0 + np.cos(phi) * ac + np.sin(phi) * mats[2], atol=1e-12)
+            for phi in (0.7, -2.1)
+        ):
             slot = angles.add(op.params[0], scale, label)
             return _Gate(qubits, mats, label, slot, angles.depends_on_inputs(op.params[0]))
     raise AssertionError(f"{label} is not a rotation")  # unreachable for _ROTATIONS
@@ -438,8 +459,7 @@ def _fuse(gates: list[_Gate], n: int, width: int) -> list[_Block]:
     return blocks
 
 
-def _scan(gates: list[_Gate], remaining: list[int], window: tuple[int, ...], split: bool
-          ) -> _Block:
+def _scan(gates: list[_Gate], remaining: list[int], window: tuple[int, ...], split: bool) -> _Block:
     """The block on ``window`` formed by the gates of ``remaining`` that can move into it.
 
     A gate joins when it lies in the window and shares no qubit with a skipped gate (so it
@@ -509,8 +529,9 @@ def _schedule(blocks: list[_Block], n: int) -> list[tuple[int, str, tuple[int, .
     return plan[::-1]
 
 
-def _compile_ops(blocks: list[_Block], plan: list[tuple[int, str, tuple[int, ...]]], n: int
-                 ) -> tuple[list[tuple], list[tuple[int, bool, int]], list[list[int]]]:
+def _compile_ops(
+    blocks: list[_Block], plan: list[tuple[int, str, tuple[int, ...]]], n: int
+) -> tuple[list[tuple], list[tuple[int, bool, int]], list[list[int]]]:
     """Evolution steps, the matrix of each block step, and the blocks of each matrix group.
 
     Steps are ``("rotate", t)`` or ``(kernel, position, width, per_sample)``. Blocks are grouped
@@ -558,8 +579,13 @@ class _Evolve(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, state: torch.Tensor, steps: list[tuple],
-                memory: tuple[torch.Tensor, _Lease] | None, *mats: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        state: torch.Tensor,
+        steps: list[tuple],
+        memory: tuple[torch.Tensor, _Lease] | None,
+        *mats: torch.Tensor,
+    ) -> torch.Tensor:
         """Apply ``steps`` to ``state``, keeping each block's input if a gradient is needed."""
         keep = any(ctx.needs_input_grad)
         inputs, blocks, state = [], iter(mats), state.contiguous()
@@ -567,7 +593,7 @@ class _Evolve(torch.autograd.Function):
             if step[0] == "rotate":
                 out = None
                 if keep and memory is not None:
-                    out = memory[0][len(inputs) * state.numel():][: state.numel()]
+                    out = memory[0][len(inputs) * state.numel() :][: state.numel()]
                 state = _rotate(state, step[1], out)
             else:
                 if keep:
@@ -579,8 +605,9 @@ class _Evolve(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
-                 ) -> tuple[torch.Tensor | None, ...]:
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
+    ) -> tuple[torch.Tensor | None, ...]:
         """Gradients of the initial state and of every block matrix."""
         saved, grad = ctx.saved_tensors, grad.contiguous()
         n_blocks = len(saved) // 2  # block inputs, then block matrices
@@ -624,8 +651,14 @@ def _rotate(state: torch.Tensor, t: int, out: torch.Tensor | None = None) -> tor
     return out.view(batch, 1 << t, dim >> t).copy_(moved).view(batch, dim)
 
 
-def _apply(state: torch.Tensor, mat: torch.Tensor, kind: str, pos: tuple[int, ...],
-           width: int, per_sample: bool) -> torch.Tensor:
+def _apply(
+    state: torch.Tensor,
+    mat: torch.Tensor,
+    kind: str,
+    pos: tuple[int, ...],
+    width: int,
+    per_sample: bool,
+) -> torch.Tensor:
     """Apply a ``2**width`` block on the lowest bits, or a 2-qubit "split" block on bits ``pos``."""
     batch, dim = state.shape
     if kind == "low":
@@ -642,8 +675,9 @@ def _apply(state: torch.Tensor, mat: torch.Tensor, kind: str, pos: tuple[int, ..
 
 
 # ------------------------------------------------------------------------- block matrices
-def _factor_buffers(module: nn.Module, name: str, factors: list[tuple[int, Sequence[np.ndarray]]],
-                    size: int) -> bool:
+def _factor_buffers(
+    module: nn.Module, name: str, factors: list[tuple[int, Sequence[np.ndarray]]], size: int
+) -> bool:
     """Register the ``(A0, Ac, As)`` of ``factors`` (real and imaginary parts) and their slots.
 
     Constants are stored in float64 (so ``.double()`` is exact) and cast to the module's dtype
@@ -656,8 +690,9 @@ def _factor_buffers(module: nn.Module, name: str, factors: list[tuple[int, Seque
     return bool(np.any(a.imag))
 
 
-def _factors(module: nn.Module, name: str, complex_: bool, cos: torch.Tensor, sin: torch.Tensor
-             ) -> torch.Tensor:
+def _factors(
+    module: nn.Module, name: str, complex_: bool, cos: torch.Tensor, sin: torch.Tensor
+) -> torch.Tensor:
     """Evaluate registered factors ``A0 + cos(φ) Ac + sin(φ) As`` at every row: ``(F, B, m)``."""
     re, im, slot = (getattr(module, f"{name}_{part}") for part in ("re", "im", "slot"))
     re, im = re.to(cos.dtype), im.to(cos.dtype)
@@ -670,8 +705,9 @@ def _factors(module: nn.Module, name: str, complex_: bool, cos: torch.Tensor, si
 def _padded(gates: Sequence[_Gate], depth: int) -> list[tuple[int, Sequence[np.ndarray]]]:
     """1-qubit gates as factors (fixed ones with zero ``Ac, As``), identity-padded to ``depth``."""
     zero = np.zeros((2, 2))
-    factors = [(g.slot, g.mats) if g.slot is not None else (0, (g.mats[0], zero, zero))
-               for g in gates]
+    factors = [
+        (g.slot, g.mats) if g.slot is not None else (0, (g.mats[0], zero, zero)) for g in gates
+    ]
     return factors + [(0, (np.eye(2), zero, zero))] * (depth - len(factors))
 
 
@@ -684,7 +720,8 @@ class _Prefix(nn.Module):
         self.depth = max(len(p) for p in prefix)
         self.active = [q for q, p in enumerate(prefix) if p]
         self.complex = _factor_buffers(
-            self, "_f", [f for p in prefix for f in _padded(p, self.depth)], 4)
+            self, "_f", [f for p in prefix for f in _padded(p, self.depth)], 4
+        )
 
     def _mats(self, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Per-qubit products of the leading gates, ``(n, B, 2, 2)``."""
@@ -695,8 +732,9 @@ class _Prefix(nn.Module):
             mats = f[:, d] @ mats
         return mats
 
-    def product_state(self, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype
-                      ) -> torch.Tensor:
+    def product_state(
+        self, cos: torch.Tensor, sin: torch.Tensor, dtype: torch.dtype
+    ) -> torch.Tensor:
         """``⊗_q U_q |0>`` in the first frame's qubit order, ``(B, 2**n)``."""
         batch = cos.shape[0]
         if not self.depth:
@@ -737,8 +775,9 @@ class _BlockGroup(nn.Module):
         k = 1 << self.width
         shared = [(b.before, b, f) for b, f in blocks if not b.layer]
         layered = [(b, f) for b, f in blocks if b.layer]
-        products = shared + [(b.before, b, f) for b, f in layered] + [
-            (b.after, b, f) for b, f in layered]
+        products = (
+            shared + [(b.before, b, f) for b, f in layered] + [(b.after, b, f) for b, f in layered]
+        )
         self.n_shared, self.n_layered = len(shared), len(layered)
 
         eye, zero = np.eye(k), np.zeros((k, k))
@@ -767,13 +806,19 @@ class _BlockGroup(nn.Module):
 
         # layer: per block, per local qubit, `depth` 2x2 factors (identity padded)
         self.depth = max((len(v) for b, _ in layered for v in b.layer.values()), default=0)
-        layer = [f for block, frame in layered for q in block.local_qubits(frame, n)
-                 for f in _padded([gates[i] for i in block.layer.get(q, [])], self.depth)]
+        layer = [
+            f
+            for block, frame in layered
+            for q in block.local_qubits(frame, n)
+            for f in _padded([gates[i] for i in block.layer.get(q, [])], self.depth)
+        ]
         self.complex = _factor_buffers(self, "_a", factors, k * k) | _factor_buffers(
-            self, "_l", layer, 4)
+            self, "_l", layer, 4
+        )
 
-    def forward(self, cos: torch.Tensor, sin: torch.Tensor
-                ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    def forward(
+        self, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
         """Matrices of the shared blocks and per-sample ``(B, K, K)`` ones, in block order."""
         k = 1 << self.width
         factors = _factors(self, "_a", self.complex, cos[:1], sin[:1])[:, 0]
@@ -795,10 +840,11 @@ class _BlockGroup(nn.Module):
         for j in range(1, self.width):
             m = 1 << j
             outer = layer[:, j].reshape(n_l, batch, 4, 1) @ kron.reshape(n_l, batch, 1, m * m)
-            kron = outer.view(n_l, batch, 2, 2, m, m).transpose(3, 4).reshape(
-                n_l, batch, 2 * m, 2 * m)
-        before = prod[self.n_shared: self.n_shared + n_l]
-        after = prod[self.n_shared + n_l:]
+            kron = (
+                outer.view(n_l, batch, 2, 2, m, m).transpose(3, 4).reshape(n_l, batch, 2 * m, 2 * m)
+            )
+        before = prod[self.n_shared : self.n_shared + n_l]
+        after = prod[self.n_shared + n_l :]
         left = torch.bmm(after, kron.transpose(1, 2).reshape(n_l, k, batch * k))
         left = left.view(n_l, k, batch, k).transpose(1, 2).reshape(n_l, batch * k, k)
         return shared, torch.bmm(left, before).view(n_l, batch, k, k).unbind(0)
