@@ -36,3 +36,13 @@ class StallAt(Callback):
             with open(self.marker, "w") as f:
                 f.write(str(os.getpid()))
             time.sleep(600)
+
+
+class RecordLoss(Callback):
+    """Keeps every training-step loss, to compare runs step by step."""
+
+    def __init__(self) -> None:
+        self.losses: list[float] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.losses.append(float(outputs["loss"]))
