@@ -169,3 +169,13 @@ def test_bad_config_value_names_the_setting(tiny_data_dir, tmp_path, capsys):
         main(["fit", *tiny_args(ROOT / "configs/classical.yaml", tiny_data_dir, tmp_path),
               "--model.init_args.core.init_args.hidden", "many"])  # fmt: skip
     assert "hidden" in capsys.readouterr().err
+
+
+def test_trainable_encoder_gets_its_own_learning_rate():
+    cli = main(["--config", str(ROOT / "configs/finetune.yaml")], run=False)
+    optimizer = cli.model.configure_optimizers()
+    head, encoder = optimizer.param_groups
+    assert head["lr"] == 1e-3 and encoder["lr"] == 2e-5
+    encoder_params = {id(p) for p in cli.model.encoder.parameters()}
+    assert {id(p) for p in encoder["params"]} == encoder_params
+    assert not encoder_params & {id(p) for p in head["params"]}
