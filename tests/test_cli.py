@@ -137,6 +137,19 @@ def test_predict_writes_labels_and_probabilities(tiny_data_dir, tmp_path):
         assert int(r["label"]) == probs.index(max(probs))
 
 
+@pytest.mark.parametrize("subcommand", ["validate", "test"])
+def test_validate_and_test_from_a_checkpoint(subcommand, tiny_data_dir, tmp_path):
+    config = ROOT / "configs/classical.yaml"
+    fit = main(["fit", *tiny_args(config, tiny_data_dir, tmp_path), "--trainer.max_epochs", "2"])
+    expected = fit.trainer.callback_metrics["test/acc"]  # fit ends by testing the best weights
+    best = fit.trainer.checkpoint_callback.best_model_path
+    cli = main([subcommand, *tiny_args(config, tiny_data_dir, tmp_path), "--ckpt_path", best])
+    stage = "val" if subcommand == "validate" else "test"
+    assert f"{stage}/acc" in cli.trainer.callback_metrics
+    if stage == "test":
+        assert cli.trainer.callback_metrics["test/acc"] == expected
+
+
 def test_user_component_by_class_path(tiny_data_dir, tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(Path(__file__).parent))
     cli = main([
