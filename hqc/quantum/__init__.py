@@ -1,1 +1,6 @@
-"""Quantum building blocks: circuits, the torch/Qiskit quantum layer and the quantum stages."""
+"""Quantum parts of hqc: Qiskit circuit builders, the torch executor and the quantum stages."""
+
+from hqc.quantum.layer import QuantumLayer
+from hqc.quantum.torch_qnn import TorchQNN
+
+__all__ = ["QuantumLayer", "TorchQNN"]
