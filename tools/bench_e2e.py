@@ -97,6 +97,7 @@ class EpochTimer(Callback):
         """Launch → first step, once; start a step."""
         if self.data["first_step_s"] is None:
             self.data["first_step_s"] = time.time() - self.launch
+            self._save()  # a step that never ends (killed) still shows when it began
         self._t["step"] = time.perf_counter()
 
     def on_train_batch_end(
