@@ -61,7 +61,12 @@ def paper_circuit(num_qubits: int) -> PaperCircuit:
     from hqc.quantum.circuits import reupload_circuit, z_observables
 
     circuit, inputs, weights = reupload_circuit(
-        num_qubits, reuploads=2, layers=2, connectivity=2, ansatz="long_range", shared=False,
+        num_qubits,
+        reuploads=2,
+        layers=2,
+        connectivity=2,
+        ansatz="long_range",
+        shared=False,
         encoding="ry",
     )
     return PaperCircuit(circuit, inputs, weights, z_observables(num_qubits, (0,)))
@@ -149,8 +154,15 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
 
 
 BENCH_PACKAGES = (
-    "torch", "qiskit", "qiskit-aer", "qiskit-machine-learning", "pennylane",
-    "pennylane-lightning", "lightning", "numpy", "psutil",
+    "torch",
+    "qiskit",
+    "qiskit-aer",
+    "qiskit-machine-learning",
+    "pennylane",
+    "pennylane-lightning",
+    "lightning",
+    "numpy",
+    "psutil",
 )
 
 
@@ -401,8 +413,13 @@ def run_child(
     parent = psutil.Process()
     parent0 = parent.cpu_times()
     proc = subprocess.Popen(
-        list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        cwd=cwd, bufsize=1,
+        list(args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        cwd=cwd,
+        bufsize=1,
     )
     records: list[dict[str, Any]] = []
     tail: list[str] = []
@@ -411,7 +428,7 @@ def run_child(
         assert proc.stdout is not None
         for line in proc.stdout:
             if line.startswith("@@RESULT "):
-                records.append(json.loads(line[len("@@RESULT "):]))
+                records.append(json.loads(line[len("@@RESULT ") :]))
             else:
                 tail.append(line)
                 del tail[:-40]
@@ -444,16 +461,19 @@ def run_child(
     proc.wait()
     wall = time.perf_counter() - start
     parent1 = parent.cpu_times()
-    child_cpu = max(child_cpu, parent1.children_user + parent1.children_system
-                    - parent0.children_user - parent0.children_system)
+    child_cpu = max(
+        child_cpu,
+        parent1.children_user
+        + parent1.children_system
+        - parent0.children_user
+        - parent0.children_system,
+    )
     mine = parent1.user + parent1.system - parent0.user - parent0.system
     others = max(0.0, _busy_cpu_s() - busy0 - child_cpu - mine) / max(wall, 1e-9)
     thread.join(timeout=5)
     if status == "ok" and proc.returncode != 0:
         status = "error"
-    return ChildResult(
-        records, status, proc.returncode, peak, wall, "".join(tail), others
-    )
+    return ChildResult(records, status, proc.returncode, peak, wall, "".join(tail), others)
 
 
 # ---------------------------------------------------------------------- rendering
@@ -467,6 +487,8 @@ def fmt_time(seconds: float | None) -> str:
         return f"{seconds * 1e6:.0f} µs"
     if seconds < 1:
         return f"{seconds * 1e3:.3g} ms"
+    if seconds >= 100:
+        return f"{seconds:,.0f} s"
     return f"{seconds:.3g} s"
 
 

@@ -231,7 +231,9 @@ def render(store: ResultStore) -> str:
         r = runs.get(name)
         if r is None:
             continue
-        if name == "qiskit":
+        if name == "qiskit" and not r.get("extrapolated_epoch_s"):
+            epoch, steady = f"no step finished in {fmt_time(r['wall_s'])} ({r['status']})", "–"
+        elif name == "qiskit":
             epoch = (
                 f"≈ {fmt_time(r.get('extrapolated_epoch_s'))} (extrapolated from "
                 f"{r.get('timed_batches')} batch(es))"

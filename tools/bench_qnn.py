@@ -113,8 +113,12 @@ def build_peer(peer: str, num_qubits: int, device: str, threads: int) -> tuple[S
         dtype = torch.float64 if "-f64-" in peer else torch.float32
         real = None if peer.endswith("-real") else False
         module = TorchQNN(
-            paper.circuit, paper.observables, paper.inputs, paper.weights,
-            initial_weights=weights.float(), real=real,
+            paper.circuit,
+            paper.observables,
+            paper.inputs,
+            paper.weights,
+            initial_weights=weights.float(),
+            real=real,
         ).to(device=device, dtype=dtype)
         if real is None and not module.real:
             raise RuntimeError("the real fast path did not engage for a CNOT+RY circuit")
@@ -123,7 +127,11 @@ def build_peer(peer: str, num_qubits: int, device: str, threads: int) -> tuple[S
         from hqc.quantum.layer import QuantumLayer
 
         module = QuantumLayer(
-            paper.circuit, paper.observables, paper.inputs, paper.weights, backend="qiskit",
+            paper.circuit,
+            paper.observables,
+            paper.inputs,
+            paper.weights,
+            backend="qiskit",
             initial_weights=weights,
         )
         return _torch_peer(module, lambda: module.weight, torch.float32, "cpu")
@@ -235,8 +243,12 @@ def child_main(args: argparse.Namespace) -> None:
     import torch
 
     set_threads(args.threads)
-    base = {"peer": args.peer, "qubits": args.qubits, "threads": torch.get_num_threads(),
-            "hqc": hqc_digest()}
+    base = {
+        "peer": args.peer,
+        "qubits": args.qubits,
+        "threads": torch.get_num_threads(),
+        "hqc": hqc_digest(),
+    }
     batches = [int(b) for b in args.batches.split(",")]
     try:
         t0 = time.perf_counter()
@@ -244,15 +256,27 @@ def child_main(args: argparse.Namespace) -> None:
         build_s = time.perf_counter() - t0
     except Exception as error:  # an unavailable peer is recorded, never dropped
         for batch in batches:
-            emit({**base, "batch": batch, "status": "unavailable",
-                  "error": f"{type(error).__name__}: {error}"})
+            emit(
+                {
+                    **base,
+                    "batch": batch,
+                    "status": "unavailable",
+                    "error": f"{type(error).__name__}: {error}",
+                }
+            )
         return
     device = "cpu" if args.peer in CPU_ONLY else args.device
     failed_at = None
     for batch in batches:
         if failed_at is not None and not args.no_skip:
-            emit({**base, "batch": batch, "status": "skipped",
-                  "reason": f"> cap at Q={args.qubits}, B={failed_at}"})
+            emit(
+                {
+                    **base,
+                    "batch": batch,
+                    "status": "skipped",
+                    "reason": f"> cap at Q={args.qubits}, B={failed_at}",
+                }
+            )
             continue
         x, _ = fixed_values(args.qubits, batch, 0, seed=1)
         load0 = os.getloadavg()[0]
@@ -261,16 +285,28 @@ def child_main(args: argparse.Namespace) -> None:
         try:
             timing = time_calls(lambda x=x: step(x), args.cap, args.repeats, 1, device)
         except Exception as error:
-            emit({**base, "batch": batch, "status": "error",
-                  "error": f"{type(error).__name__}: {error}",
-                  "trace": traceback.format_exc()[-2000:]})
+            emit(
+                {
+                    **base,
+                    "batch": batch,
+                    "status": "error",
+                    "error": f"{type(error).__name__}: {error}",
+                    "trace": traceback.format_exc()[-2000:],
+                }
+            )
             failed_at = batch
             continue
         record = {
-            **base, "batch": batch, "device": device, "build_s": build_s,
-            "status": "over_cap" if timing.over_cap else "ok", **timing.as_dict(),
-            "peak_rss_mb": peak_rss_mb(), "base_rss_mb": base_rss,
-            "loadavg_start": load0, "loadavg_end": os.getloadavg()[0],
+            **base,
+            "batch": batch,
+            "device": device,
+            "build_s": build_s,
+            "status": "over_cap" if timing.over_cap else "ok",
+            **timing.as_dict(),
+            "peak_rss_mb": peak_rss_mb(),
+            "base_rss_mb": base_rss,
+            "loadavg_start": load0,
+            "loadavg_end": os.getloadavg()[0],
             "mode": "fwd" if args.peer in FORWARD_ONLY else "fwd+bwd",
         }
         emit(record)
@@ -293,16 +329,29 @@ def check_main(args: argparse.Namespace) -> None:
                 _, outputs = build_peer(peer, num_qubits, "cpu", args.threads)
                 got = outputs(x)
             except Exception as error:
-                emit({"peer": peer, "qubits": num_qubits, "status": "unavailable",
-                      "error": f"{type(error).__name__}: {error}"})
+                emit(
+                    {
+                        "peer": peer,
+                        "qubits": num_qubits,
+                        "status": "unavailable",
+                        "error": f"{type(error).__name__}: {error}",
+                    }
+                )
                 continue
             diffs = {
                 name: float((g - r).abs().max())
                 for name, g, r in zip(("out", "grad_x", "grad_w"), got, ref, strict=True)
                 if g is not None
             }
-            emit({"peer": peer, "qubits": num_qubits, "status": "ok", "max_abs_diff": diffs,
-                  "out0": float(got[0][0, 0])})
+            emit(
+                {
+                    "peer": peer,
+                    "qubits": num_qubits,
+                    "status": "ok",
+                    "max_abs_diff": diffs,
+                    "out0": float(got[0][0, 0]),
+                }
+            )
 
 
 # ---------------------------------------------------------------------- parent
@@ -330,8 +379,13 @@ def _blocked(store: ResultStore, peer: str, qubits: int, batch: int) -> str | No
 
 
 def _run_cells(
-    args: argparse.Namespace, store: ResultStore, peer: str, q: int, batches: list[int],
-    me: list[str], env: dict[str, str],
+    args: argparse.Namespace,
+    store: ResultStore,
+    peer: str,
+    q: int,
+    batches: list[int],
+    me: list[str],
+    env: dict[str, str],
 ) -> None:
     """Run the missing cells of (peer, Q): normal ones, then forced target cells."""
     cells = store.data["cells"]
@@ -344,50 +398,88 @@ def _run_cells(
         if reason is None:
             normal.append(b)
         elif (
-            not args.quick and (peer, q, b) in TARGET_CELLS
-            and not reason.startswith("unavailable")
+            not args.quick and (peer, q, b) in TARGET_CELLS and not reason.startswith("unavailable")
         ):
             forced.append(b)
         else:
-            cells[key] = {"peer": peer, "qubits": q, "batch": b, "status": "skipped",
-                          "reason": reason}
+            cells[key] = {
+                "peer": peer,
+                "qubits": q,
+                "batch": b,
+                "status": "skipped",
+                "reason": reason,
+            }
     store.save()
     for todo, no_skip in ((normal, False), (forced, True)):
         if no_skip:  # target cells skipped inside the normal child run too
-            todo = todo + [b for b in normal if not args.quick and (peer, q, b) in TARGET_CELLS
-                           and cells[cell_key(peer, q, b)]["status"] == "skipped"]
+            todo = todo + [
+                b
+                for b in normal
+                if not args.quick
+                and (peer, q, b) in TARGET_CELLS
+                and cells[cell_key(peer, q, b)]["status"] == "skipped"
+            ]
         if not todo:
             continue
         quiet = wait_for_quiet(max_wait_s=args.quiet_wait)
-        cmd = [*me, "--child", "--peer", peer, "--qubits", str(q),
-               "--batches", ",".join(map(str, todo)), "--cap", str(args.cap),
-               "--repeats", str(args.repeats), "--threads", str(args.threads),
-               "--device", args.device, *(["--no-skip"] if no_skip else [])]
+        cmd = [
+            *me,
+            "--child",
+            "--peer",
+            peer,
+            "--qubits",
+            str(q),
+            "--batches",
+            ",".join(map(str, todo)),
+            "--cap",
+            str(args.cap),
+            "--repeats",
+            str(args.repeats),
+            "--threads",
+            str(args.threads),
+            "--device",
+            args.device,
+            *(["--no-skip"] if no_skip else []),
+        ]
         started = time.strftime("%H:%M:%S")
         result = run_child(cmd, 60 + args.hard_limit * len(todo), args.mem_limit_gib * 1024, env)
         seen = set()
         for record in result.records:
-            record.update(others_cores=result.others_cores, others_before=quiet,
-                          forced=no_skip)
+            record.update(others_cores=result.others_cores, others_before=quiet, forced=no_skip)
             cells[cell_key(peer, q, record["batch"])] = record
             seen.add(record["batch"])
         missing = [b for b in todo if b not in seen]
         for i, b in enumerate(missing):
             cells[cell_key(peer, q, b)] = (
-                {"peer": peer, "qubits": q, "batch": b, "status": result.status,
-                 "killed_after_s": result.wall_s, "peak_rss_mb": result.peak_rss_mb,
-                 "others_cores": result.others_cores, "tail": result.tail[-1500:]}
-                if i == 0 else
-                {"peer": peer, "qubits": q, "batch": b, "status": "skipped",
-                 "reason": f"> cap at Q={q}, B={missing[0]} ({result.status})"}
+                {
+                    "peer": peer,
+                    "qubits": q,
+                    "batch": b,
+                    "status": result.status,
+                    "killed_after_s": result.wall_s,
+                    "peak_rss_mb": result.peak_rss_mb,
+                    "others_cores": result.others_cores,
+                    "tail": result.tail[-1500:],
+                }
+                if i == 0
+                else {
+                    "peer": peer,
+                    "qubits": q,
+                    "batch": b,
+                    "status": "skipped",
+                    "reason": f"> cap at Q={q}, B={missing[0]} ({result.status})",
+                }
             )
         store.save()
         summary = ", ".join(
             f"B={r['batch']}: {r['status']} {fmt_time(r.get('median_s'))}"
             for r in (cells[cell_key(peer, q, b)] for b in todo)
         )
-        print(f"[{started}] {peer} Q={q}: {summary}  (child {result.wall_s:.1f} s, "
-              f"others {quiet:.2f}/{result.others_cores:.2f} cores)", flush=True)
+        print(
+            f"[{started}] {peer} Q={q}: {summary}  (child {result.wall_s:.1f} s, "
+            f"others {quiet:.2f}/{result.others_cores:.2f} cores)",
+            flush=True,
+        )
 
 
 def _keep_best(store: ResultStore) -> None:
@@ -402,8 +494,11 @@ def _keep_best(store: ResultStore) -> None:
         new = cells.get(key)
         if new is None:
             continue
-        attempts = [*old.get("attempts", [[old.get("median_s"), old.get("others_cores")]]),
-                    [new.get("median_s"), new.get("others_cores")]]
+        attempts = [
+            *old.get("attempts", [[old.get("median_s"), old.get("others_cores")]]),
+            [new.get("median_s"), new.get("others_cores")],
+        ]
+
         def rank(r: dict[str, Any]) -> tuple[bool, bool, float]:
             # measured first, then undisturbed, then the lower median
             return (
@@ -424,8 +519,8 @@ def parent_main(args: argparse.Namespace) -> None:
     store = ResultStore(RESULTS_DIR / name)
     store.data.setdefault("cells", {})
     store.data["settings"] = {
-        k: getattr(args, k) for k in
-        ("cap", "repeats", "hard_limit", "mem_limit_gib", "threads", "device", "batches")
+        k: getattr(args, k)
+        for k in ("cap", "repeats", "hard_limit", "mem_limit_gib", "threads", "device", "batches")
     }
     store.data["machine"] = machine_info(args.threads)
     if args.rerun:
@@ -435,8 +530,11 @@ def parent_main(args: argparse.Namespace) -> None:
     drop = set(args.drop_peers.split(",")) if args.drop_peers else set()
     if args.stale_hqc:  # hqc cells measured on other versions of the hqc sources
         digest = hqc_digest()
-        drop |= {r["peer"] for r in store.data["cells"].values()
-                 if r["peer"].startswith("hqc-") and r.get("hqc", digest) != digest}
+        drop |= {
+            r["peer"]
+            for r in store.data["cells"].values()
+            if r["peer"].startswith("hqc-") and r.get("hqc", digest) != digest
+        }
     for key in [k for k, r in store.data["cells"].items() if r["peer"] in drop]:
         del store.data["cells"][key]
     if any(p.startswith("hqc-") for p in drop):
@@ -445,8 +543,12 @@ def parent_main(args: argparse.Namespace) -> None:
     env = thread_env(args.threads)
     me = [sys.executable, os.path.abspath(__file__)]
     if args.check and "check" not in store.data:
-        result = run_child([*me, "--child-check", "--threads", str(args.threads)], 1800,
-                           args.mem_limit_gib * 1024, env)
+        result = run_child(
+            [*me, "--child-check", "--threads", str(args.threads)],
+            1800,
+            args.mem_limit_gib * 1024,
+            env,
+        )
         store.data["check"] = result.records
         store.save()
         print(f"check: {result.status}", *result.records, sep="\n  ")
@@ -462,11 +564,16 @@ def parent_main(args: argparse.Namespace) -> None:
                 _run_cells(args, store, peer, q, batches, me, env)
         _keep_best(store)
         disturbed = [
-            key for key, r in cells.items()
+            key
+            for key, r in cells.items()
             if r.get("peer") in peers
-            and (r.get("status") == "ok" or (
-                r.get("status") == "over_cap"
-                and (r["peer"], r["qubits"], r["batch"]) in TARGET_CELLS))
+            and (
+                r.get("status") == "ok"
+                or (
+                    r.get("status") == "over_cap"
+                    and (r["peer"], r["qubits"], r["batch"]) in TARGET_CELLS
+                )
+            )
             and len(r.get("attempts", [None])) <= args.retries
             and r.get("others_cores", 0.0) > DISTURBED_CORES
         ]
@@ -533,12 +640,19 @@ def render(store: ResultStore, quick: bool = False) -> str:
             base = cells.get(cell_key(BASELINE, q, batch))
             if not any(cell_key(p, q, batch) in cells for p in peers):
                 continue
-            rows.append([q, *(_cell_text(cells.get(cell_key(p, q, batch)), base)
-                              for p in peers)])
-        out += ["", f"**Batch {batch}** (fwd+bwd; Aer: fwd only)", "",
-                md_table(["Q", *(SHORT[p] for p in peers)], rows)]
-    out += ["", "**Peak RSS (MiB) of the benchmark process during the cell** (interpreter and "
-            "libraries included; `base` = RSS before the cell)", ""]
+            rows.append([q, *(_cell_text(cells.get(cell_key(p, q, batch)), base) for p in peers)])
+        out += [
+            "",
+            f"**Batch {batch}** (fwd+bwd; Aer: fwd only)",
+            "",
+            md_table(["Q", *(SHORT[p] for p in peers)], rows),
+        ]
+    out += [
+        "",
+        "**Peak RSS (MiB) of the benchmark process during the cell** (interpreter and "
+        "libraries included; `base` = RSS before the cell)",
+        "",
+    ]
     rows = []
     for batch in batches:
         for q in qubits:
@@ -566,32 +680,52 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Q 4,8; B 1,64; 5 s cap")
     parser.add_argument("--qubits", default="4,6,8,10,12,14,16,18,20")
-    parser.add_argument("--extra-qubits", default="9,11,13",
-                        help="more Q for hqc-f32-real and pl-default-backprop")
+    parser.add_argument(
+        "--extra-qubits", default="9,11,13", help="more Q for hqc-f32-real and pl-default-backprop"
+    )
     parser.add_argument("--batches", default="1,64,256")
     parser.add_argument("--peers", default="", help="comma list (default: all)")
     parser.add_argument("--cap", type=float, default=30.0, help="seconds per cell")
     parser.add_argument("--repeats", type=int, default=5, help="max timed repeats per cell")
-    parser.add_argument("--hard-limit", type=float, default=600.0,
-                        help="seconds after which a cell's process is killed")
+    parser.add_argument(
+        "--hard-limit",
+        type=float,
+        default=600.0,
+        help="seconds after which a cell's process is killed",
+    )
     parser.add_argument("--mem-limit-gib", type=float, default=12.0)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch-based peers)")
-    parser.add_argument("--check", action=argparse.BooleanOptionalAction, default=True,
-                        help="compare every peer with hqc f64 first (Q 4, 5)")
+    parser.add_argument(
+        "--check",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compare every peer with hqc f64 first (Q 4, 5)",
+    )
     parser.add_argument("--rerun", nargs="*", default=[], help="PEER:Q:B cells to re-run")
     parser.add_argument("--drop-peers", default="", help="forget all cells of these peers")
-    parser.add_argument("--stale-hqc", action="store_true",
-                        help="forget hqc cells measured on other versions of hqc's sources")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="passes re-running cells disturbed by other processes")
+    parser.add_argument(
+        "--stale-hqc",
+        action="store_true",
+        help="forget hqc cells measured on other versions of hqc's sources",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="passes re-running cells disturbed by other processes",
+    )
     parser.add_argument("--render", action="store_true", help="render tables only / also")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-check", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", default="", help=argparse.SUPPRESS)
     parser.add_argument("--no-skip", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--quiet-wait", type=float, default=600.0,
-                        help="max seconds to wait for other processes to go quiet per cell")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=600.0,
+        help="max seconds to wait for other processes to go quiet per cell",
+    )
     args = parser.parse_args(argv)
     if args.child:
         args.qubits = int(args.qubits)
