@@ -1,5 +1,6 @@
-"""``python -m hqc``: the LightningCLI of :mod:`hqc.main`."""
+"""``python -m hqc``: the LightningCLI of :mod:`hqc.main`, user errors as one line (exit 2)."""
 
+from hqc.errors import run_guarded
 from hqc.main import main
 
-main()
+run_guarded(main)
