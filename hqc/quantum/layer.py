@@ -78,6 +78,8 @@ class QuantumLayer(nn.Module):
         self.circuit = circuit
         self.observables = list(observables)
         self.amplitude_encoded = amplitude_encoded
+        self.input_params = list(input_params)
+        self.weight_params = list(weight_params)
         self.qnn: EstimatorQNN | None = None
         self.net: nn.Module
         if backend == "torch":
@@ -110,6 +112,32 @@ class QuantumLayer(nn.Module):
         """
         return AerEstimator(options={"default_precision": 0.0})
 
+    def qiskit_circuit(self) -> tuple[QuantumCircuit, list[Parameter]]:
+        """The circuit with the current weights bound, and its free input parameters in order.
+
+        With amplitude encoding the :func:`~hqc.quantum.circuits.amplitude_loader` comes first
+        and its angles lead the inputs; :meth:`qiskit_inputs` computes their values. This is
+        what runs elsewhere: a noisy Aer simulation, an export, a hardware backend.
+        """
+        circuit, inputs = self.circuit, list(self.input_params)
+        if self.amplitude_encoded:
+            loader, angles = amplitude_loader(circuit.num_qubits)
+            circuit, inputs = loader.compose(circuit), [*angles, *inputs]
+        values = self.weight.detach().double().cpu().tolist()
+        bound = circuit.assign_parameters(dict(zip(self.weight_params, values, strict=True)))
+        return bound, inputs
+
+    def qiskit_inputs(
+        self, inputs: torch.Tensor, initial_state: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Values ``(B, n)`` of :meth:`qiskit_circuit`'s input parameters, float64."""
+        inputs = inputs.double()
+        if self.amplitude_encoded:
+            if initial_state is None:
+                raise ValueError("an amplitude-encoded layer needs its initial_state")
+            return torch.cat([amplitude_loader_angles(initial_state.double()), inputs], -1)
+        return inputs
+
     @property
     def weight(self) -> nn.Parameter:
         """The trainable circuit weights, ordered like ``weight_params``."""
@@ -133,9 +161,7 @@ class QuantumLayer(nn.Module):
         if self.qnn is None:
             return self.net(inputs, initial_state)
         if initial_state is not None:
-            inputs = torch.cat(
-                [amplitude_loader_angles(initial_state.double()), inputs.double()], -1
-            )
+            inputs = self.qiskit_inputs(inputs, initial_state)
         # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
         self.qnn.input_gradients = inputs.requires_grad
         return self.net(inputs).to(self.weight.dtype)
