@@ -9,14 +9,36 @@ sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import baselines
 
 
-def test_baselines_report_every_model_and_seed(tiny_data_dir, tmp_path, monkeypatch, capsys):
+def test_baselines_write_resumable_rows_and_a_report(tiny_data_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HQC_CACHE_DIR", str(tmp_path / "cache"))
-    baselines.main(["--source", str(tiny_data_dir), "--per-class", "4", "--seeds", "0", "1"])
-    out = capsys.readouterr().out
-    for name in baselines.MODELS:
-        assert out.count(f"{name:<20} ") == 3  # two seeds and the summary line
-    assert "params       385" in out  # logistic regression: 384 weights + bias
-    assert "(n_test=32)" in out
+    out = tmp_path / "heads.csv"
+    heads = ["logistic regression", "MLP h=0", "PCA k=4, MLP h=2"]
+    monkeypatch.setattr(baselines, "FIXED_HEADS", (("pca", 4, 2),))
+    argv = ["--source", str(tiny_data_dir), "--per-class", "4", "--epochs", "2", "--out", str(out)]
+    baselines.main([*argv, "--seeds", "0", "1", "--heads", *heads])
+    rows = baselines.read_rows(out)
+    assert [(r["head"], r["seed"]) for r in rows] == [(h, s) for s in "01" for h in heads]
+    params = {r["head"]: (int(r["trainable"]), int(r["fixed"])) for r in rows}
+    assert params == {
+        "logistic regression": (385, 0),  # 384 weights + bias
+        "MLP h=0": (770, 0),  # 384 → 2 softmax layer
+        "PCA k=4, MLP h=2": (4 * 2 + 2 + 2 * 2 + 2, 4 * 384 + 384),  # PCA fixed, MLP trained
+    }
+    assert "(n_test=32)" in capsys.readouterr().out
+    first = out.read_text()
+    baselines.main([*argv, "--seeds", "0", "1", "2", "--heads", heads[0]])  # resume: 1 new row
+    assert out.read_text().startswith(first)
+    assert len(baselines.read_rows(out)) == 7
+    baselines.main(["--report", str(out)])
+    table = capsys.readouterr().out
+    assert "| logistic regression | 385 | 3 |" in table
+    assert "| PCA k=4, MLP h=2 | 16 (1,920) | 2 |" in table
+
+
+def test_mean_ci_is_a_t_interval():
+    mean, half = baselines.mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0
+    assert half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-6)  # t(0.975, 2) · s / √n
 
 
 def test_parameter_count_of_logistic_regression():
