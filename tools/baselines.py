@@ -42,6 +42,7 @@ from hqc.data import SentenceDataModule
 from hqc.encoder import DEFAULT_MODEL, SentenceEncoder
 from hqc.fixed_projection import FitFixedProjection, FixedProjection
 from hqc.mlp import MLP
+from hqc.setfit_encoder import SetFitEncoder
 
 MODELS = {
     "logistic regression": lambda: LogisticRegression(max_iter=2000),
@@ -202,6 +203,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", default=DEFAULT_MODEL, help="sentence-transformers model")
     parser.add_argument("--heads", nargs="+", help="head names (default: all)")
     parser.add_argument("--epochs", type=int, default=40, help="epochs of the Lightning heads")
+    parser.add_argument(
+        "--setfit",
+        type=int,
+        metavar="ITERATIONS",
+        help="use the body SetFit-tuned (this many pair iterations) on each draw's train split",
+    )
     parser.add_argument("--out", type=Path, help="resumable results CSV")
     parser.add_argument("--report", type=Path, help="only print the tables of this CSV")
     args = parser.parse_args(argv)
@@ -218,21 +225,28 @@ def main(argv: list[str] | None = None) -> None:
     chosen = args.heads or list(table)
     rows = read_rows(args.out) if args.out else []
     done = {(r["encoder"], r["head"], int(r["seed"])) for r in rows}
-    encoder = SentenceEncoder(model=args.model)
+    frozen = None if args.setfit else SentenceEncoder(model=args.model)
+    body = f"{args.model} + SetFit ({args.setfit} iterations)" if args.setfit else args.model
     for seed in args.seeds:
+        if all((body, name, seed) in done for name in chosen):
+            continue
         data = SentenceDataModule(
             source=args.source, protocol=args.protocol, per_class=args.per_class, seed=seed
         )
-        encoder.warm(data.all_texts())  # one cache entry for every draw
         data.setup("fit")
+        encoder = frozen
+        if encoder is None:
+            encoder = SetFitEncoder(args.model, num_iterations=args.setfit, seed=seed)
+            encoder.tune(data.train_data.texts, data.train_data.labels)
+        encoder.warm(data.all_texts())  # one cache entry for every draw of a frozen body
         splits = {"train": data.train_data, "val": data.val_data, "test": data.test_data}
         xy = {s: (encoder(d.texts).numpy(), np.asarray(d.labels)) for s, d in splits.items()}
         for name in chosen:
-            if (args.model, name, seed) in done:
+            if (body, name, seed) in done:
                 continue
             start = time.perf_counter()
             metrics = table[name](xy, encoder, data, seed)
-            row = {"encoder": args.model, "head": name, "seed": seed, **metrics}
+            row = {"encoder": body, "head": name, "seed": seed, **metrics}
             row["seconds"] = f"{time.perf_counter() - start:.1f}"
             for key in ("val_acc", "test_acc", "test_f1"):
                 row[key] = f"{float(row[key]):.6f}"
@@ -244,7 +258,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"val {row['val_acc']}  test {row['test_acc']}  (n_test={len(xy['test'][1])})",
                 flush=True,
             )
-    print(report([r for r in rows if r["encoder"] == args.model]))
+    print(report([r for r in rows if r["encoder"] == body]))
 
 
 if __name__ == "__main__":
