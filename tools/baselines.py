@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> None:
         help="use the body SetFit-tuned (this many pair iterations) on each draw's train split",
     )
     parser.add_argument("--out", type=Path, help="resumable results CSV")
-    parser.add_argument("--report", type=Path, help="only print the tables of this CSV")
+    parser.add_argument("--report", type=Path, nargs="+", help="only print these CSVs' tables")
     args = parser.parse_args(argv)
     if args.report:
-        print(report(read_rows(args.report)))
+        print(report([row for path in args.report for row in read_rows(path)]))
         return
 
     torch.set_num_threads(1)
