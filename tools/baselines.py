@@ -167,17 +167,26 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return mean, half
 
 
-def report(rows: list[dict[str, str]]) -> str:
-    """One markdown table per encoder: parameters, seeds, test accuracy and macro F1."""
+def paired_difference(cell: list[dict[str, str]], reference: list[dict[str, str]]) -> str:
+    """Test accuracy minus the reference head's on the same draws: mean ± 95 % CI (points)."""
+    ref = {r["seed"]: float(r["test_acc"]) for r in reference}
+    diffs = [(float(r["test_acc"]) - ref[r["seed"]]) * 100 for r in cell if r["seed"] in ref]
+    return "{:+.2f} ± {:.2f}".format(*mean_ci(diffs)) if diffs else "–"
+
+
+def report(rows: list[dict[str, str]], reference: str = "logistic regression") -> str:
+    """One markdown table per encoder: parameters, seeds, test accuracy, macro F1, and the
+    paired test-accuracy difference to ``reference`` on the same draws."""
     out = []
     for encoder in dict.fromkeys(r["encoder"] for r in rows):
         out += [
             f"\n**{encoder}**\n",
             "| head | trainable (fixed) params | seeds | test acc % (mean ± 95 % CI) "
-            "| test macro F1 % | val acc % |",
-            "|---|---:|---:|---|---|---|",
+            f"| test macro F1 % | val acc % | Δ test vs {reference} (paired) |",
+            "|---|---:|---:|---|---|---|---|",
         ]
         mine = [r for r in rows if r["encoder"] == encoder]
+        baseline = [r for r in mine if r["head"] == reference]
         for head in dict.fromkeys(r["head"] for r in mine):
             cell = [r for r in mine if r["head"] == head]
             trainable = [int(r["trainable"]) for r in cell]
@@ -189,6 +198,7 @@ def report(rows: list[dict[str, str]]) -> str:
                 "{:.2f} ± {:.2f}".format(*mean_ci([float(r[key]) * 100 for r in cell]))
                 for key in ("test_acc", "test_f1", "val_acc")
             ]
+            cols.append(paired_difference(cell, baseline) if head != reference else "–")
             out.append(f"| {head} | {params} | {len(cell)} | " + " | ".join(cols) + " |")
     return "\n".join(out)
 
