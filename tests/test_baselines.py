@@ -41,6 +41,14 @@ def test_mean_ci_is_a_t_interval():
     assert half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-6)  # t(0.975, 2) · s / √n
 
 
+def test_paired_difference_matches_seeds():
+    ref = [{"seed": "0", "test_acc": "0.80"}, {"seed": "1", "test_acc": "0.70"}]
+    cell = [{"seed": "1", "test_acc": "0.72"}, {"seed": "0", "test_acc": "0.81"}]
+    mean, half = baselines.mean_ci([1.0, 2.0])  # differences in points: seed 0 +1, seed 1 +2
+    assert baselines.paired_difference(cell, ref) == f"{mean:+.2f} ± {half:.2f}"
+    assert baselines.paired_difference(cell, []) == "–"
+
+
 def test_parameter_count_of_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 
