@@ -14,6 +14,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from hqc.callbacks import ConfigSaver, PredictionWriter
+from hqc.threads import CONCURRENT_RUNS_ENV, apply_threads
+
+THREADS_HELP = (
+    "Torch threads: 'auto' (1 below 12 qubits, else this run's share of the CPU-affinity "
+    f"cores; a runner starting k fits at once sets {CONCURRENT_RUNS_ENV}=k) or a number."
+)
 
 
 class HQCLI(LightningCLI):
@@ -36,6 +42,13 @@ class HQCLI(LightningCLI):
             }
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction")
+        parser.add_argument("--threads", type=int | str, default="auto", help=THREADS_HELP)
+
+    def instantiate_classes(self) -> None:
+        """Instantiate, then set torch's threads from the ``threads`` setting (hqc.threads)."""
+        super().instantiate_classes()
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        apply_threads(config.threads, self.model)
 
     def before_instantiate_classes(self) -> None:
         """Fixed checkpoint folder per run directory (``--ckpt_path last`` resumes); CSV logs."""
