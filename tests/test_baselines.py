@@ -49,6 +49,19 @@ def test_paired_difference_matches_seeds():
     assert baselines.paired_difference(cell, []) == "–"
 
 
+def test_report_versus_another_body_pairs_the_same_head():
+    def row(encoder, head, seed, acc):
+        return {"encoder": encoder, "head": head, "seed": seed, "trainable": "3", "fixed": "0",
+                "val_acc": acc, "test_acc": acc, "test_f1": acc}  # fmt: skip
+
+    rows = [row("frozen", "LR", s, a) for s, a in (("0", "0.70"), ("1", "0.72"))]
+    rows += [row("tuned", "LR", s, a) for s, a in (("1", "0.80"), ("0", "0.80"))]
+    table = baselines.report(rows, reference="LR", versus="frozen")
+    mean, half = baselines.mean_ci([10.0, 8.0])
+    line = next(line for line in table.splitlines() if line.startswith("| LR | 3 | 2 | 80.00"))
+    assert line.endswith(f"| – | +{mean:.2f} ± {half:.2f} |")  # tuned − frozen: +10, +8
+
+
 def test_parameter_count_of_logistic_regression():
     from sklearn.linear_model import LogisticRegression
 

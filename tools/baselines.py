@@ -174,16 +174,20 @@ def paired_difference(cell: list[dict[str, str]], reference: list[dict[str, str]
     return "{:+.2f} ± {:.2f}".format(*mean_ci(diffs)) if diffs else "–"
 
 
-def report(rows: list[dict[str, str]], reference: str = "logistic regression") -> str:
+def report(
+    rows: list[dict[str, str]], reference: str = "logistic regression", versus: str | None = None
+) -> str:
     """One markdown table per encoder: parameters, seeds, test accuracy, macro F1, and the
-    paired test-accuracy difference to ``reference`` on the same draws."""
+    paired test-accuracy difference to ``reference`` on the same draws; with ``versus`` (an
+    encoder), also each head's paired difference to the same head on that encoder."""
     out = []
     for encoder in dict.fromkeys(r["encoder"] for r in rows):
         out += [
             f"\n**{encoder}**\n",
             "| head | trainable (fixed) params | seeds | test acc % (mean ± 95 % CI) "
-            f"| test macro F1 % | val acc % | Δ test vs {reference} (paired) |",
-            "|---|---:|---:|---|---|---|---|",
+            f"| test macro F1 % | val acc % | Δ test vs {reference} (paired) |"
+            + (f" Δ test vs same head on {versus} (paired) |" if versus else ""),
+            "|---|---:|---:|---|---|---|---|" + ("---|" if versus else ""),
         ]
         mine = [r for r in rows if r["encoder"] == encoder]
         baseline = [r for r in mine if r["head"] == reference]
@@ -199,6 +203,9 @@ def report(rows: list[dict[str, str]], reference: str = "logistic regression") -
                 for key in ("test_acc", "test_f1", "val_acc")
             ]
             cols.append(paired_difference(cell, baseline) if head != reference else "–")
+            if versus:
+                other = [r for r in rows if r["encoder"] == versus and r["head"] == head]
+                cols.append(paired_difference(cell, other) if encoder != versus else "–")
             out.append(f"| {head} | {params} | {len(cell)} | " + " | ".join(cols) + " |")
     return "\n".join(out)
 
@@ -221,9 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--out", type=Path, help="resumable results CSV")
     parser.add_argument("--report", type=Path, nargs="+", help="only print these CSVs' tables")
+    parser.add_argument("--versus", help="report: also each head's gain over this encoder")
     args = parser.parse_args(argv)
     if args.report:
-        print(report([row for path in args.report for row in read_rows(path)]))
+        rows = [row for path in args.report for row in read_rows(path)]
+        print(report(rows, versus=args.versus))
         return
 
     torch.set_num_threads(1)
