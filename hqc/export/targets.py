@@ -1,0 +1,124 @@
+"""Device targets to transpile to: a trapped-ion-class and a superconducting-class device.
+
+``all_to_all`` (trapped-ion class): every qubit pair coupled, native RZ/RX/RXX (the MS gate is
+an XX rotation), with IonQ Aria's published rates and gate times as instruction properties, so
+resource estimates read every device the same way, from its :class:`~qiskit.transpiler.Target`.
+``heavy_hex`` (superconducting class): ``qiskit_ibm_runtime``'s ``FakeFez`` (156-qubit Heron r2
+heavy-hex with its calibration snapshot) when the ``hardware`` extra is installed, else a
+``GenericBackendV2`` on a heavy-hex coupling map with CZ/RZ/SX/X. Any other name is a class path
+of a ``Target`` or ``BackendV2`` (or a zero-argument callable returning one).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from qiskit.circuit import Parameter
+from qiskit.circuit.library import Measure, RXGate, RXXGate, RZGate
+from qiskit.providers import BackendV2
+from qiskit.providers.fake_provider import GenericBackendV2
+from qiskit.transpiler import CouplingMap, InstructionProperties, Target
+
+from hqc.errors import UserError
+
+BUILTIN_TARGETS = ("all_to_all", "heavy_hex")
+
+#: Trapped-ion constants, IonQ Aria, "System timing" / "System fidelity" tables of
+#: https://learn.microsoft.com/azure/quantum/provider-ionq (MicrosoftDocs/quantum-docs,
+#: articles/provider-ionq.md): 1q gate 135 µs, 2q gate 600 µs, 1q fidelity 99.95 %,
+#: 2q fidelity 99.6 %, SPAM 99.61 %. Aria's readout time is not listed there; readout 100 µs is
+#: the same page's figure for IonQ Harmony (the previous generation).
+ION = {
+    "qubits": 25,
+    "t_1q": 135e-6,
+    "t_2q": 600e-6,
+    "t_readout": 100e-6,
+    "error_1q": 1 - 0.9995,
+    "error_2q": 1 - 0.996,
+    "error_readout": 1 - 0.9961,
+}
+#: Heavy-hex distance of the generic fallback: (5d² - 2d - 1)/2 = 115 qubits at d = 7.
+HEAVY_HEX_DISTANCE = 7
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A named transpilation target; ``backend`` is set where the target can also run circuits."""
+
+    name: str
+    target: Target
+    backend: BackendV2 | None = None
+
+
+def all_to_all_target(num_qubits: int = ION["qubits"]) -> Target:
+    """Trapped-ion-class target: all pairs coupled, RZ/RX/RXX + measure, IonQ Aria's properties."""
+    target = Target(num_qubits=num_qubits, description="all-to-all RZ/RX/RXX (IonQ Aria rates)")
+    one = {(q,): InstructionProperties(ION["t_1q"], ION["error_1q"]) for q in range(num_qubits)}
+    # RZ is a frame change on trapped ions (zero duration, no error), as on superconducting qubits.
+    target.add_instruction(
+        RZGate(Parameter("λ")), {(q,): InstructionProperties(0.0, 0.0) for q in range(num_qubits)}
+    )
+    target.add_instruction(RXGate(Parameter("θ")), one)
+    pairs = {
+        (a, b): InstructionProperties(ION["t_2q"], ION["error_2q"])
+        for a in range(num_qubits)
+        for b in range(num_qubits)
+        if a != b
+    }
+    target.add_instruction(RXXGate(Parameter("θ")), pairs)
+    readout = InstructionProperties(ION["t_readout"], ION["error_readout"])
+    target.add_instruction(Measure(), {(q,): readout for q in range(num_qubits)})
+    return target
+
+
+def heavy_hex_backend() -> BackendV2:
+    """``FakeFez`` (real Heron r2 calibration) if qiskit-ibm-runtime is installed, else generic."""
+    try:
+        from qiskit_ibm_runtime.fake_provider import FakeFez
+    except ImportError:
+        return GenericBackendV2(
+            num_qubits=(5 * HEAVY_HEX_DISTANCE**2 - 2 * HEAVY_HEX_DISTANCE - 1) // 2,
+            basis_gates=["cz", "rz", "sx", "x", "id"],
+            coupling_map=CouplingMap.from_heavy_hex(HEAVY_HEX_DISTANCE, bidirectional=True),
+            seed=0,
+        )
+    return FakeFez()
+
+
+def resolve_target(name: str) -> DeviceTarget:
+    """A built-in target by name, or a ``Target``/``BackendV2`` by class path (``pkg.mod.Cls``).
+
+    Raises:
+        UserError: an unknown name, a path that does not import, or an object of another type.
+    """
+    if name == "all_to_all":
+        return DeviceTarget(name, all_to_all_target())
+    if name == "heavy_hex":
+        backend = heavy_hex_backend()
+        return DeviceTarget(f"heavy_hex ({backend.name})", backend.target, backend)
+    module_name, _, attribute = name.rpartition(".")
+    if not module_name:
+        raise UserError(
+            f"unknown target {name!r}: use one of {list(BUILTIN_TARGETS)} or the class path of a "
+            "qiskit Target or BackendV2 (e.g. qiskit_ibm_runtime.fake_provider.FakeTorino)"
+        )
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise UserError(f"target {name!r} does not import: {error}") from error
+    made = factory() if callable(factory) else factory
+    if isinstance(made, BackendV2):
+        return DeviceTarget(name, made.target, made)
+    if isinstance(made, Target):
+        return DeviceTarget(name, made)
+    raise UserError(f"target {name!r} gave a {type(made).__name__}, not a Target or BackendV2")
+
+
+def check_fits(num_qubits: int, device: DeviceTarget) -> None:
+    """Raise a :class:`UserError` when a circuit is wider than the device."""
+    if num_qubits > device.target.num_qubits:
+        raise UserError(
+            f"a {num_qubits}-qubit circuit does not fit target {device.name!r} "
+            f"({device.target.num_qubits} qubits): pick a larger target or fewer qubits"
+        )
