@@ -1,0 +1,95 @@
+"""``python -m hqc.export {export,run,scaling}``: a checkpoint to device-ready files and runs.
+
+Its own entry point rather than a LightningCLI subcommand: LightningCLI subcommands are Trainer
+methods whose arguments come from the method's signature, while export needs its own (output
+folder, targets, backend, shots) and no Trainer. Arguments it does not know (``--config``
+overrides such as ``--data.init_args.source DIR``) are passed to the config parser of
+:mod:`hqc.main`, so a checkpoint is rebuilt from exactly the config it was trained with.
+
+    python -m hqc.export export --config configs/hybrid.yaml --ckpt_path CKPT --out export/hybrid
+    python -m hqc.export run --config configs/hybrid.yaml --ckpt_path CKPT --out runs/fez \
+        --backend heavy_hex --shots 1000
+    python -m hqc.export scaling --out results/export
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from hqc.errors import UserError, run_guarded
+from hqc.export.backend_run import SamplerEvaluator, evaluate_test_split
+from hqc.export.export import export_model, load_checkpoint
+from hqc.export.report import head_report
+from hqc.export.scaling import plot_scaling, scaling_rows
+from hqc.export.targets import BUILTIN_TARGETS, resolve_target
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m hqc.export", description=__doc__.split("\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (
+        (
+            "export",
+            "QPY + OpenQASM 3 + manifest of every quantum stage, resource tables per target",
+        ),
+        ("run", "evaluate the test split on a BackendV2 through BackendSamplerV2"),
+    ):
+        command = commands.add_parser(name, help=help_text)
+        command.add_argument("--config", action="append", required=True, help="training config(s)")
+        command.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
+        command.add_argument("--out", required=True, help="output folder")
+    export, run = commands.choices["export"], commands.choices["run"]
+    export.add_argument(
+        "--targets",
+        nargs="+",
+        default=list(BUILTIN_TARGETS),
+        help=f"built-in {list(BUILTIN_TARGETS)} or class paths of Target/BackendV2",
+    )
+    export.add_argument("--power_w", type=float, help="system power replacing the documented one")
+    run.add_argument("--backend", default="heavy_hex", help="heavy_hex or a BackendV2 class path")
+    run.add_argument("--shots", type=int, default=1000)
+    run.add_argument("--seed", type=int, default=0)
+    scaling = commands.add_parser("scaling", help="plot fidelity and time vs qubits")
+    scaling.add_argument("--out", required=True)
+    scaling.add_argument("--qubits", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16, 20, 24])
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """Run one command; returns what it wrote (manifest, metrics or scaling rows)."""
+    args, overrides = _parser().parse_known_args(argv)
+    if argv is None:  # the config parser gets its arguments explicitly, not from sys.argv
+        sys.argv = sys.argv[:1]
+    if args.command == "scaling":
+        devices = [resolve_target(name) for name in BUILTIN_TARGETS]
+        rows = scaling_rows(args.qubits, devices)
+        return {"rows": rows, "plot": str(plot_scaling(rows, args.out))}
+    cli_args = [item for config in args.config for item in ("--config", config)] + overrides
+    model, cli = load_checkpoint(cli_args, args.ckpt_path)
+    out = Path(args.out)
+    if args.command == "export":
+        manifest = export_model(model, cli, out)
+        devices = [resolve_target(name) for name in args.targets]
+        texts = cli.datamodule.test_data.texts
+        _, summary = head_report(model, list(texts), devices, out, args.power_w)
+        manifest["summary"] = summary
+        return manifest
+    device = resolve_target(args.backend)
+    if device.backend is None:
+        raise UserError(f"--backend {args.backend!r} is a Target without a backend to run on")
+    evaluate = SamplerEvaluator(device.backend, args.shots, out / "cache", args.seed)
+    metrics = evaluate_test_split(model, cli.datamodule, evaluate)
+    result = {"backend": device.name, "shots": args.shots, "pubs_run": evaluate.pubs_run, **metrics}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
+    return result
+
+
+if __name__ == "__main__":
+    run_guarded(main)

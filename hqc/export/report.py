@@ -1,0 +1,137 @@
+"""The side-by-side resource report of a trained head on each device target.
+
+For every quantum stage and target: the transpiled circuit (written as QPY for the user to
+run), depth, gate counts, SWAPs and fidelity (:mod:`hqc.export.resources`). For every target:
+the shots one sentence needs for the readout to separate its classes, wall-clock and energy per
+sentence and per test split, beside the measured time of the same head simulated in hqc on this
+CPU (and that time × a stated CPU power).
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningModule
+from qiskit import qpy
+
+from hqc.export.backend_run import measured_circuit
+from hqc.export.circuit_layer import ordered_inputs, quantum_layers
+from hqc.export.resources import (
+    CPU_POWER_W,
+    POWER_W,
+    Resources,
+    device_class,
+    resources,
+    shots_to_separate,
+)
+from hqc.export.targets import DeviceTarget
+
+
+def _readout_inputs(model: LightningModule, texts: list[str]) -> tuple[np.ndarray, float]:
+    """Exact inputs of the readout ``(N, n_obs)`` and the head's measured seconds per sentence.
+
+    The time covers projection → readout on precomputed embeddings (the encoder runs
+    classically in both settings), single-threaded as torch is configured.
+    """
+    captured: list[torch.Tensor] = []
+    hook = model.readout.register_forward_hook(lambda _m, args, _o: captured.append(args[0]))
+    with torch.no_grad():
+        embeddings = model.encoder(texts)
+        start = time.perf_counter()
+        x = model.projection(embeddings)
+        model.readout(model.core(model.angle_encoder(x)))
+        seconds = (time.perf_counter() - start) / len(texts)
+    hook.remove()
+    return captured[0].double().numpy(), seconds
+
+
+def head_report(
+    model: LightningModule,
+    texts: list[str],
+    devices: list[DeviceTarget],
+    out: str | Path,
+    power_w: float | None = None,
+) -> tuple[list[Resources], list[dict[str, Any]]]:
+    """Transpile every quantum stage for every device; write tables and transpiled circuits.
+
+    Returns:
+        The per-circuit resources and the per-target summary rows (also written as
+        ``resources.md``/``resources.csv`` and ``summary.csv`` under ``out``).
+    """
+    out = Path(out)
+    layers = quantum_layers(model)
+    readout_in, cpu_seconds = _readout_inputs(model, texts)
+    linear = getattr(model.readout, "linear", None)
+    circuits = []
+    summary = []
+    for device in devices:
+        stem = device.name.split(" ")[0]
+        (out / "transpiled" / stem).mkdir(parents=True, exist_ok=True)
+        stage_rows = []
+        for name, layer in layers:
+            measured, _ = measured_circuit(ordered_inputs(layer), layer.observables)
+            isa, row = resources(measured, device, name)
+            with (out / "transpiled" / stem / f"{name.replace('.', '_')}.qpy").open("wb") as f:
+                qpy.dump(isa, f)
+            stage_rows.append(row)
+        circuits += stage_rows
+        shots = None
+        if isinstance(linear, torch.nn.Linear):
+            weight = linear.weight.detach().double().numpy()
+            bias = linear.bias.detach().double().numpy()
+            shots = int(
+                np.ceil(shots_to_separate(readout_in, weight, bias, stage_rows[-1].fidelity))
+            )
+        times = [r.shot_time_s for r in stage_rows]
+        per_sentence = None if shots is None or None in times else shots * sum(times)
+        power = power_w or POWER_W[device_class(device)]
+        summary.append(
+            {
+                "target": device.name,
+                "class": device_class(device),
+                "head_fidelity": float(np.prod([r.fidelity for r in stage_rows])),
+                "shots_per_sentence": shots,
+                "seconds_per_sentence": per_sentence,
+                "seconds_per_test_set": None if per_sentence is None else per_sentence * len(texts),
+                "power_w": power,
+                "joules_per_sentence": None if per_sentence is None else per_sentence * power,
+            }
+        )
+    summary.append(
+        {
+            "target": "hqc torch simulator (this CPU, measured)",
+            "class": "classical",
+            "head_fidelity": 1.0,
+            "shots_per_sentence": None,
+            "seconds_per_sentence": cpu_seconds,
+            "seconds_per_test_set": cpu_seconds * len(texts),
+            "power_w": CPU_POWER_W,
+            "joules_per_sentence": cpu_seconds * CPU_POWER_W,
+        }
+    )
+    write_table([r.row() for r in circuits], out / "resources")
+    write_table(summary, out / "summary")
+    return circuits, summary
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def write_table(rows: list[dict[str, Any]], stem: Path) -> None:
+    """Write ``rows`` as ``stem.csv`` and a Markdown table ``stem.md``."""
+    header = list(rows[0])
+    with stem.with_suffix(".csv").open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(rows)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(row[k]) for k in header) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
