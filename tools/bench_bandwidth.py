@@ -2,7 +2,7 @@
 
 One command (bench venv)::
 
-    /work/benchvenv/bin/python tools/bench_bandwidth.py
+    python tools/bench_bandwidth.py
 
 A statevector gate must read and write the whole state once, so a plain ``state.clone()``
 (read + write of 2^Q amplitudes) is the floor of one gate pass. For each Q and each hqc variant
@@ -22,9 +22,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    DEFAULT_THREADS,
     RESULTS_DIR,
     ResultStore,
+    default_threads,
     emit,
     fixed_values,
     fmt_time,
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--cap", type=float, default=20.0)
     parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet-wait", type=float, default=300.0)
     parser.add_argument("--rerun", action="store_true")

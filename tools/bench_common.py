@@ -27,8 +27,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "tools" / "results"
 BENCHMARKS_MD = ROOT / "BENCHMARKS.md"
-DEFAULT_THREADS = 2
-"""Torch / OpenMP threads: this machine has 2 cores."""
 
 # ---------------------------------------------------------------------- the circuit
 
@@ -110,6 +108,13 @@ def fixed_values(num_qubits: int, batch: int, num_weights: int, seed: int = 0) -
 
 
 # ---------------------------------------------------------------------- machine and threads
+
+
+def default_threads() -> int:
+    """Threads a benchmark uses unless told (``--threads``): every core this process may use."""
+    from hqc.threads import available_cores
+
+    return available_cores()
 
 
 def thread_env(threads: int) -> dict[str, str]:

@@ -2,7 +2,7 @@
 
 One command (bench venv)::
 
-    /work/benchvenv/bin/python tools/bench_contention.py
+    python tools/bench_contention.py
 
 For hqc float32 (and PennyLane default.qubit for comparison) at Q = 8 and 14, batch 64,
 fwd+bwd is timed with 1 and 2 torch threads, alone and next to one competing single-threaded

@@ -2,8 +2,8 @@
 
 One command (bench venv; data in ``HQC_DATA_DIR`` or ``--data``)::
 
-    /work/benchvenv/bin/python tools/bench_e2e.py                 # all runs, resumable
-    /work/benchvenv/bin/python tools/bench_e2e.py --runs cached   # some of them
+    python tools/bench_e2e.py                 # all runs, resumable
+    python tools/bench_e2e.py --runs cached   # some of them
 
 Runs, each a fresh ``hqc fit`` process (435 training sentences, batch 64 = 7 steps/epoch):
 
@@ -38,10 +38,10 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    DEFAULT_THREADS,
     RESULTS_DIR,
     ROOT,
     ResultStore,
+    default_threads,
     fmt_time,
     machine_info,
     md_table,
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default=",".join(RUNS), help=f"subset of {list(RUNS)}")
     parser.add_argument("--data", default=os.environ.get("HQC_DATA_DIR", "/work/shared/data/sst2"))
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--accelerator", default="", help="Lightning accelerator (e.g. gpu)")
     parser.add_argument("--qiskit-batches", type=int, default=1)
     parser.add_argument("--hard-limit", type=float, default=1500.0)

@@ -2,7 +2,7 @@
 
 One command (bench venv)::
 
-    /work/benchvenv/bin/python tools/bench_memory.py      # Q 14..22, stops past the budget
+    python tools/bench_memory.py      # Q 14..22, stops past the budget
 
 Each Q runs in a fresh process: build the paper circuit's ``TorchQNN``, then two Adam training
 steps on a batch of 64 (forward, ``loss = outputs.sum()``, backward to inputs and weights,
@@ -21,9 +21,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    DEFAULT_THREADS,
     RESULTS_DIR,
     ResultStore,
+    default_threads,
     emit,
     fixed_values,
     fmt_time,
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--budget-gib", type=float, default=8.0)
     parser.add_argument("--mem-limit-gib", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--quiet-wait", type=float, default=120.0)
     parser.add_argument("--render", action="store_true")

@@ -2,7 +2,7 @@
 
 One command (bench venv)::
 
-    /work/benchvenv/bin/python tools/bench_passes.py
+    python tools/bench_passes.py
 
 hqc's forward is a list of passes over the ``(1, 2^Q)`` state (see tools/bench_bandwidth.py):
 fused 4-qubit blocks applied as one GEMM on the lowest qubits (``state.view(-1, 16) @ M.T``)
@@ -23,9 +23,9 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    DEFAULT_THREADS,
     RESULTS_DIR,
     ResultStore,
+    default_threads,
     fmt_time,
     machine_info,
     md_table,
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--qubits", default="20,22,24")
     parser.add_argument("--cap", type=float, default=10.0)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args(argv)
     store = ResultStore(RESULTS_DIR / "passes.json")

@@ -2,8 +2,8 @@
 
 One command (run it with the bench venv, see BENCHMARKS.md)::
 
-    /work/benchvenv/bin/python tools/bench_qnn.py            # full grid, resumable
-    /work/benchvenv/bin/python tools/bench_qnn.py --quick    # a 1-2 minute smoke run
+    python tools/bench_qnn.py            # full grid, resumable
+    python tools/bench_qnn.py --quick    # a 1-2 minute smoke run
 
 Every (peer, Q) runs in a fresh subprocess that builds the peer once and then times the batch
 sizes in ascending order: a warm-up call, then repeats until the per-cell cap, median reported.
@@ -29,10 +29,10 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_common import (
-    DEFAULT_THREADS,
     RESULTS_DIR,
     ResultStore,
     circuit_ops,
+    default_threads,
     emit,
     fixed_values,
     fmt_ratio,
@@ -64,6 +64,9 @@ PEERS: dict[str, str] = {
     "qiskit-torch-module": "qiskit-torch-module QuantumModule",
     "torchquantum": "TorchQuantum",
     "aer-estimator-fwd": "qiskit-aer EstimatorV2 statevector, forward only, one job per batch",
+    "tc-jax": "TensorCircuit-NG, JAX backend: jax.jit(value_and_grad) over a vmapped circuit",
+    "pl-default-jax": "PennyLane default.qubit, JAX interface, backprop, jax.jit(value_and_grad)",
+    "qulacs": "qulacs ParametricQuantumCircuit: forward + backprop(), one sample at a time",
 }
 SHORT = {
     "hqc-f32-real": "hqc f32 real",
@@ -76,9 +79,21 @@ SHORT = {
     "qiskit-torch-module": "qiskit-torch-module",
     "torchquantum": "TorchQuantum",
     "aer-estimator-fwd": "Aer fwd only",
+    "tc-jax": "TC-NG jax.jit",
+    "pl-default-jax": "PL default.qubit jax.jit",
+    "qulacs": "qulacs",
 }
+JIT_PEERS = ("tc-jax", "pl-default-jax")
+"""Peers whose first call at a batch size compiles (reported separately as compile time)."""
 FORWARD_ONLY = {"aer-estimator-fwd"}
-CPU_ONLY = {"qiskit-connector", "pl-lightning-adjoint", "aer-estimator-fwd"}
+CPU_ONLY = {
+    "qiskit-connector",
+    "pl-lightning-adjoint",
+    "aer-estimator-fwd",
+    "tc-jax",
+    "pl-default-jax",
+    "qulacs",
+}
 TARGET_PEERS = ("hqc-f32-real", "pl-default-backprop")
 """Peers also run at the extra Q values (the 'every Q from 8 to 14' target)."""
 FAILED = ("over_cap", "memory", "timeout", "error", "unavailable")
@@ -147,6 +162,10 @@ def build_peer(peer: str, num_qubits: int, device: str, threads: int) -> tuple[S
         raise RuntimeError("torchquantum imported, but no adapter is written for it")
     if peer == "aer-estimator-fwd":
         return _aer_peer(paper, weights, threads)
+    if peer in JIT_PEERS:
+        return _jax_peer(peer, paper, weights)
+    if peer == "qulacs":
+        return _qulacs_peer(paper, weights)
     raise ValueError(f"unknown peer {peer!r}; known: {list(PEERS)}")
 
 
@@ -238,6 +257,118 @@ def _aer_peer(paper: Any, weights: Any, threads: int) -> tuple[Step, Step]:
     return run, outputs
 
 
+def _jax_peer(peer: str, paper: Any, weights: Any) -> tuple[Step, Step]:
+    """``jax.jit(value_and_grad)`` of the summed outputs w.r.t. inputs and weights (complex64).
+
+    TensorCircuit-NG vmaps its single-sample circuit; PennyLane broadcasts the batch through
+    ``default.qubit`` (``qml.RY(inputs[..., i])``), the same call the torch peer makes.
+    """
+    import jax
+    import jax.numpy as jnp
+    import torch
+
+    ops = circuit_ops(paper)
+    n = paper.num_qubits
+    if peer == "tc-jax":
+        import tensorcircuit as tc
+
+        tc.set_backend("jax")
+        tc.set_dtype("complex64")
+
+        def single(x: Any, w: Any) -> Any:
+            c = tc.Circuit(n)
+            for name, qubits, source, index in ops:
+                if name == "cx":
+                    c.cnot(*qubits)
+                else:
+                    c.ry(qubits[0], theta=x[index] if source == "x" else w[index])
+            return jnp.real(c.expectation_ps(z=[0]))
+
+        batched = jax.vmap(single, in_axes=(0, None))
+    else:
+        import pennylane as qml
+
+        @qml.qnode(qml.device("default.qubit", wires=n), interface="jax", diff_method="backprop")
+        def batched(x: Any, w: Any) -> Any:
+            for name, qubits, source, index in ops:
+                if name == "cx":
+                    qml.CNOT(wires=list(qubits))
+                else:
+                    qml.RY(x[..., index] if source == "x" else w[index], wires=qubits[0])
+            return qml.expval(qml.Z(0))
+
+    def loss(x: Any, w: Any) -> Any:
+        out = batched(x, w)
+        return out.sum(), out
+
+    step_fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
+    w32 = jnp.asarray(weights.numpy(), dtype=jnp.float32)
+
+    def run(x: Any) -> Any:
+        (_, out), grads = step_fn(jnp.asarray(x.numpy(), dtype=jnp.float32), w32)
+        return jax.block_until_ready((out, grads))
+
+    def outputs(x: Any) -> tuple[Any, Any, Any]:
+        out, (gx, gw) = run(x)
+        as64 = lambda a: torch.as_tensor(jax.device_get(a).astype("float64"))  # noqa: E731
+        return as64(out).reshape(len(x), -1), as64(gx), as64(gw)
+
+    return run, outputs
+
+
+def _qulacs_peer(paper: Any, weights: Any) -> tuple[Step, Step]:
+    """qulacs: set the sample's angles, ``update_quantum_state``, then ``backprop`` (adjoint).
+
+    qulacs has no batch dimension, so a batch is a Python loop over samples. Its rotation
+    convention is ``RY(θ) = exp(+iθY/2)``, so angles enter negated (and gradients flip back).
+    """
+    import numpy as np
+    import qulacs
+    import torch
+
+    ops = circuit_ops(paper)
+    n = paper.num_qubits
+    circuit = qulacs.ParametricQuantumCircuit(n)
+    slots: list[tuple[str, int]] = []  # (source, index) of each parametric gate, in order
+    for name, qubits, source, index in ops:
+        if name == "cx":
+            circuit.add_CNOT_gate(*qubits)
+        else:
+            circuit.add_parametric_RY_gate(qubits[0], 0.0)
+            slots.append((source, index))
+    is_x = np.array([src == "x" for src, _ in slots])
+    index = np.array([i for _, i in slots])
+    observable = qulacs.Observable(n)
+    observable.add_operator(1.0, "Z 0")
+    w = weights.numpy()
+    state = qulacs.QuantumState(n)
+
+    def sample(x: Any) -> tuple[float, Any]:
+        angles = -np.where(is_x, x[np.where(is_x, index, 0)], w[np.where(is_x, 0, index)])
+        for k, angle in enumerate(angles):
+            circuit.set_parameter(k, float(angle))
+        state.set_zero_state()
+        circuit.update_quantum_state(state)
+        value = observable.get_expectation_value(state)
+        return value, -np.asarray(circuit.backprop(observable))
+
+    def run(x: Any) -> tuple[Any, Any, Any]:
+        xs = x.numpy()
+        out = np.empty(len(xs))
+        gx, gw = np.zeros_like(xs), np.zeros_like(w)
+        for b, xb in enumerate(xs):
+            out[b], grad = sample(xb)
+            np.add.at(gx[b], index[is_x], grad[is_x])
+            np.add.at(gw, index[~is_x], grad[~is_x])
+        return out, gx, gw
+
+    def outputs(x: Any) -> tuple[Any, Any, Any]:
+        out, gx, gw = run(x)
+        return torch.as_tensor(out).reshape(-1, 1), torch.as_tensor(gx), torch.as_tensor(gw)
+
+    return run, outputs
+
+
 def child_main(args: argparse.Namespace) -> None:
     """Time one peer at one Q for each batch size (ascending); emit one record per cell."""
     import torch
@@ -324,7 +455,7 @@ def check_main(args: argparse.Namespace) -> None:
         x, _ = fixed_values(num_qubits, 3, 0, seed=1)
         _, ref_outputs = build_peer("hqc-f64-complex", num_qubits, "cpu", args.threads)
         ref = ref_outputs(x)
-        for peer in PEERS:
+        for peer in args.peers.split(",") if args.peers else PEERS:
             try:
                 _, outputs = build_peer(peer, num_qubits, "cpu", args.threads)
                 got = outputs(x)
@@ -694,7 +825,7 @@ def main(argv: list[str] | None = None) -> None:
         help="seconds after which a cell's process is killed",
     )
     parser.add_argument("--mem-limit-gib", type=float, default=12.0)
-    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS)
+    parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--device", default="cpu", help="cpu or cuda (torch-based peers)")
     parser.add_argument(
         "--check",
