@@ -8,7 +8,8 @@ Two split protocols:
 * ``given``: the source's own train/validation/test files.
 * ``paper``: the study's protocol (Kim et al., arXiv 2504.08732): pool every split, draw
   ``per_class`` sentences per class, split them 85/15 (stratified) into train/validation and
-  test on everything else. SST-2 with ``per_class=256`` gives 435/77/9,101.
+  test on everything else (or on ``test_file`` alone, when one is set). SST-2 with
+  ``per_class=256`` gives 435/77/9,101.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset
+
+from hqc.errors import UserError
 
 SPLITS = ("train", "validation", "test")
 SPLIT_FORMATS = (".jsonl", ".csv")
@@ -124,23 +127,25 @@ class SentenceDataModule(LightningDataModule):
             batch_size: Sentences per batch.
             num_workers: DataLoader worker processes.
             test_file: A labelled ``.jsonl``/``.csv`` file used as the test split instead of
-                the source's own, for sources that have none (e.g. GLUE SST-2).
+                the source's own, for sources that have none (e.g. GLUE SST-2). Under
+                ``paper`` it is the whole test split: the draw pools only the source's train
+                and validation splits, and their undrawn rest is left unused.
             predict_file: New sentences for ``predict``: ``.txt`` (one per line), or
                 ``.jsonl``/``.csv`` with a ``text`` field and an optional ``label``.
         """
         super().__init__()
         if protocol not in ("given", "paper"):
-            raise ValueError(f"unknown protocol {protocol!r}: expected 'given' or 'paper'")
+            raise UserError(f"unknown protocol {protocol!r}: expected 'given' or 'paper'")
         if per_class < 1:
-            raise ValueError(f"per_class must be at least 1, got {per_class}")
+            raise UserError(f"per_class must be at least 1, got {per_class}")
         if not 0.0 < val_fraction < 1.0:
-            raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+            raise UserError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
         if seed < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}")
+            raise UserError(f"seed must be non-negative, got {seed}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+            raise UserError(f"batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be non-negative, got {num_workers}")
+            raise UserError(f"num_workers must be non-negative, got {num_workers}")
         self.source = source or os.environ.get(ENV_VAR) or DEFAULT_SOURCE
         self.protocol = protocol
         self.per_class = per_class
@@ -209,7 +214,7 @@ class SentenceDataModule(LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         """Batches of ``predict_file`` sentences in file order."""
         if self.predict_data is None:
-            raise ValueError(
+            raise UserError(
                 "no sentences to predict: set data.init_args.predict_file "
                 "(a .txt with one sentence per line, or a .jsonl/.csv with a 'text' field)"
             )
@@ -235,8 +240,10 @@ class SentenceDataModule(LightningDataModule):
 
     def _load(self) -> _Data:
         splits = _read_source(self.source)
+        test_file = None
         if self.test_file is not None:
-            splits["test"] = _read_file(Path(self.test_file), require_label=True)
+            test_file = _read_file(Path(self.test_file), require_label=True)
+            splits["test"] = test_file
         for split in SPLITS if self.protocol == "given" else ("train",):
             if split not in splits:
                 hint = (
@@ -244,7 +251,7 @@ class SentenceDataModule(LightningDataModule):
                     if split == "test"
                     else ""
                 )
-                raise FileNotFoundError(_missing_split(self.source, split) + hint)
+                raise UserError(_missing_split(self.source, split) + hint)
         num_classes = _num_classes(splits["train"])
         for split in ("validation", "test"):
             if split in splits:
@@ -258,10 +265,13 @@ class SentenceDataModule(LightningDataModule):
         if self.protocol == "given":
             train, val, test = (TextSplit(splits[s].texts, splits[s].labels) for s in SPLITS)
         else:
-            pool = [splits[s] for s in SPLITS if s in splits]
+            # a test_file is the test split, so only the source's own splits are drawn from
+            pool = [splits[s] for s in SPLITS if s in splits and splits[s] is not test_file]
             train, val, test = _paper_split(
                 pool, num_classes, self.per_class, self.val_fraction, self.seed
             )
+            if test_file is not None:
+                test = TextSplit(test_file.texts, test_file.labels)
         return _Data(num_classes, train, val, test, predict)
 
 
@@ -281,7 +291,7 @@ def _paper_split(
     for c in range(num_classes):
         members = np.flatnonzero(labels == c)
         if per_class > len(members):
-            raise ValueError(
+            raise UserError(
                 f"per_class={per_class} but class {c} has only {len(members)} sentences "
                 f"in the pooled splits ({origins})"
             )
@@ -292,13 +302,13 @@ def _paper_split(
             sample, test_size=val_fraction, stratify=labels[sample], random_state=seed
         )
     except ValueError as exc:
-        raise ValueError(
+        raise UserError(
             f"cannot split {len(sample)} drawn sentences into a stratified train/validation "
             f"split with val_fraction={val_fraction} ({exc}); raise per_class or val_fraction"
         ) from None
     rest = np.setdiff1d(np.arange(len(texts)), sample)  # sorted: pool order
     if len(rest) == 0:
-        raise ValueError(f"per_class={per_class} draws every pooled sentence: no test split left")
+        raise UserError(f"per_class={per_class} draws every pooled sentence: no test split left")
 
     def take(idx: np.ndarray) -> TextSplit:
         return TextSplit([texts[i] for i in idx], [int(labels[i]) for i in idx])
@@ -315,7 +325,7 @@ def _read_source(source: str) -> dict[str, _Rows]:
         return _read_hub(source.removeprefix("hf:"))
     root = Path(source).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise UserError(
             f"data directory {root} not found; set data.init_args.source or {ENV_VAR} to a "
             "directory of train/validation/test .jsonl or .csv files"
         )
@@ -323,7 +333,7 @@ def _read_source(source: str) -> dict[str, _Rows]:
     for split in SPLITS:
         found = [path for ext in SPLIT_FORMATS if (path := root / f"{split}{ext}").exists()]
         if len(found) > 1:
-            raise ValueError(f"ambiguous split {split!r}: both {found[0]} and {found[1]} exist")
+            raise UserError(f"ambiguous split {split!r}: both {found[0]} and {found[1]} exist")
         if found:
             splits[split] = _read_file(found[0], require_label=True)
     return splits
@@ -341,7 +351,7 @@ def _read_hub(name: str) -> dict[str, _Rows]:
     try:
         dataset = datasets.load_dataset(name)
     except Exception as exc:
-        raise RuntimeError(
+        raise UserError(
             f"could not load the Hugging Face dataset {name!r} ({type(exc).__name__}: {exc}). "
             f"Offline? Set data.init_args.source (or the {ENV_VAR} environment variable) to a "
             "directory of train/validation/test .jsonl or .csv files, e.g. ../shared/data/sst2"
@@ -354,7 +364,7 @@ def _read_hub(name: str) -> dict[str, _Rows]:
         origin = f"hf:{name} ({split})"
         missing = sorted({"text", "label"} - set(table.column_names))
         if missing:
-            raise ValueError(f"{origin}: no column {missing}; columns are {table.column_names}")
+            raise UserError(f"{origin}: no column {missing}; columns are {table.column_names}")
         records = (
             {"text": t, "label": y} for t, y in zip(table["text"], table["label"], strict=True)
         )
@@ -367,12 +377,14 @@ def _read_file(path: Path, require_label: bool) -> _Rows:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise FileNotFoundError(f"{path} not found") from None
+        raise UserError(f"{path} not found") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         content = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ValueError(f"{path}, line {line}: not valid UTF-8") from None
+        raise UserError(f"{path}, line {line}: not valid UTF-8") from None
     suffixes = (".jsonl", ".csv") if require_label else (".jsonl", ".csv", ".txt")
     if path.suffix == ".jsonl":
         records = _jsonl_records(path, content)
@@ -381,7 +393,7 @@ def _read_file(path: Path, require_label: bool) -> _Rows:
     elif path.suffix == ".txt" and not require_label:
         records = _txt_records(content)
     else:
-        raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(suffixes)}")
+        raise UserError(f"{path}: unsupported file type; expected one of {', '.join(suffixes)}")
     return _parse(str(path), "line", records, require_label)
 
 
@@ -393,7 +405,7 @@ def _jsonl_records(path: Path, content: str) -> Iterator[tuple[int, Any]]:
         try:
             yield n, json.loads(line)
         except json.JSONDecodeError as exc:
-            raise ValueError(
+            raise UserError(
                 f"{path}, line {n}: malformed JSON ({exc.msg}, column {exc.colno})"
             ) from None
 
@@ -405,13 +417,13 @@ def _csv_records(path: Path, content: str, columns: tuple[str, ...]) -> Iterator
             return  # empty file: _parse reports the empty split
         missing = [column for column in columns if column not in reader.fieldnames]
         if missing:
-            raise ValueError(
+            raise UserError(
                 f"{path}, line {reader.line_num}: header {reader.fieldnames} lacks {missing}"
             )
         for row in reader:
             yield reader.line_num, row
     except csv.Error as exc:
-        raise ValueError(f"{path}, line {reader.reader.line_num}: malformed CSV ({exc})") from None
+        raise UserError(f"{path}, line {reader.reader.line_num}: malformed CSV ({exc})") from None
 
 
 def _txt_records(content: str) -> Iterator[tuple[int, Any]]:
@@ -431,26 +443,26 @@ def _parse(
     for n, record in records:
         where = f"{origin}, {unit} {n}"
         if not isinstance(record, dict):
-            raise ValueError(f"{where}: expected an object with 'text' and 'label', got {record!r}")
+            raise UserError(f"{where}: expected an object with 'text' and 'label', got {record!r}")
         text = record.get("text")
         if text is None:
-            raise ValueError(f"{where}: missing 'text'")
+            raise UserError(f"{where}: missing 'text'")
         if not isinstance(text, str):
-            raise ValueError(f"{where}: 'text' must be a string, got {text!r}")
+            raise UserError(f"{where}: 'text' must be a string, got {text!r}")
         if not text.strip():
-            raise ValueError(f"{where}: empty text")
+            raise UserError(f"{where}: empty text")
         label = record.get("label")
         if has_label is None:
             has_label = label is not None
         if (label is not None) != has_label:
             problem = "missing 'label'" if has_label else "has a 'label'; earlier lines have none"
-            raise ValueError(f"{where}: {problem}")
+            raise UserError(f"{where}: {problem}")
         if label is not None:
             labels.append(_as_int(label, where))
         texts.append(text)
         lines.append(n)
     if not texts:
-        raise ValueError(f"{origin}: empty split (no sentences)")
+        raise UserError(f"{origin}: empty split (no sentences)")
     return _Rows(origin, unit, texts, labels if has_label else None, lines)
 
 
@@ -459,7 +471,7 @@ def _as_int(value: object, where: str) -> int:
         return int(value)
     if isinstance(value, str) and _INT.fullmatch(value):
         return int(value)
-    raise ValueError(f"{where}: label {value!r} is not an integer")
+    raise UserError(f"{where}: label {value!r} is not an integer")
 
 
 def _num_classes(train: _Rows) -> int:
@@ -468,10 +480,10 @@ def _num_classes(train: _Rows) -> int:
     seen = sorted(set(train.labels))
     k = len(seen)
     if k < 2:
-        raise ValueError(f"{train.origin}: needs at least 2 classes, found only {seen}")
+        raise UserError(f"{train.origin}: needs at least 2 classes, found only {seen}")
     if seen != list(range(k)):
         i = next(i for i, label in enumerate(train.labels) if not 0 <= label < k)
-        raise ValueError(
+        raise UserError(
             f"{train.where(i)}: label {train.labels[i]} breaks the 0..K-1 rule "
             f"(train labels are {seen}; expected {list(range(k))})"
         )
@@ -482,7 +494,7 @@ def _check_labels(rows: _Rows, num_classes: int) -> None:
     assert rows.labels is not None
     for i, label in enumerate(rows.labels):
         if not 0 <= label < num_classes:
-            raise ValueError(
+            raise UserError(
                 f"{rows.where(i)}: label {label} is not in the class set "
                 f"{list(range(num_classes))} (the labels seen in the train split)"
             )

@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 
 from hqc.data import ENV_VAR, SentenceDataModule, TextSplit
+from hqc.errors import UserError
 
 SST2 = Path(__file__).parents[2] / "shared/data/sst2"
 
@@ -147,7 +148,7 @@ def test_hub_failure_says_how_to_work_offline(monkeypatch: pytest.MonkeyPatch) -
         raise ConnectionError("no internet")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(RuntimeError, match="SetFit/sst2") as info:
+    with pytest.raises(UserError, match="SetFit/sst2") as info:
         SentenceDataModule("hf:SetFit/sst2").setup("fit")
     assert "data.init_args.source" in str(info.value)
     assert ENV_VAR in str(info.value)
@@ -172,7 +173,7 @@ def test_test_file_supplies_a_missing_test_split(tiny_data_dir: Path) -> None:
     glue_like.mkdir()
     for split in ("train", "validation"):
         (glue_like / f"{split}.jsonl").write_bytes((tiny_data_dir / f"{split}.jsonl").read_bytes())
-    with pytest.raises(FileNotFoundError, match="test_file"):
+    with pytest.raises(UserError, match="test_file"):
         SentenceDataModule(str(glue_like), protocol="given").setup("fit")
     dm = SentenceDataModule(str(glue_like), protocol="given", test_file=str(test_file))
     assert (len(dm.train_data), len(dm.val_data), len(dm.test_data)) == (24, 8, 8)
@@ -394,7 +395,7 @@ def test_invalid_utf8_is_named_with_its_line(tiny_data_dir: Path) -> None:
 
 
 def test_missing_directory(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nope'} not found.*HQC_DATA_DIR"):
+    with pytest.raises(UserError, match=f"{tmp_path / 'nope'} not found.*HQC_DATA_DIR"):
         SentenceDataModule(str(tmp_path / "nope")).setup("fit")
 
 
@@ -403,7 +404,7 @@ def test_missing_directory(tmp_path: Path) -> None:
 )
 def test_missing_split_file_is_named(tiny_data_dir: Path, protocol: str, missing: str) -> None:
     (tiny_data_dir / f"{missing}.jsonl").unlink()
-    with pytest.raises(FileNotFoundError, match=f"{tiny_data_dir / missing}.jsonl"):
+    with pytest.raises(UserError, match=f"{tiny_data_dir / missing}.jsonl"):
         SentenceDataModule(str(tiny_data_dir), protocol=protocol, per_class=4).setup("fit")
 
 
@@ -483,7 +484,7 @@ def test_bad_settings_fail_at_construction(kwargs: dict, problem: str) -> None:
             "line 1: label 3 is not in the class set",
         ),
         ("new.json", '[{"text": "a"}]', ValueError, "unsupported file type"),
-        ("missing.txt", None, FileNotFoundError, "not found"),
+        ("missing.txt", None, UserError, "not found"),
     ],
 )
 def test_bad_predict_files_are_named(
@@ -500,6 +501,17 @@ def test_bad_predict_files_are_named(
     with pytest.raises(error, match=problem) as info:
         SentenceDataModule(str(tiny_data_dir), per_class=4, predict_file=str(path)).setup("predict")
     assert str(path) in str(info.value)
+
+
+def test_test_file_is_the_whole_test_split_under_paper(tiny_data_dir: Path, tmp_path: Path) -> None:
+    """Under ``paper`` a test_file is the test split; the draw never sees its sentences."""
+    test_file = tmp_path / "held_out.jsonl"
+    test_file.write_bytes((tiny_data_dir / "test.jsonl").read_bytes())
+    (tiny_data_dir / "test.jsonl").unlink()
+    dm = SentenceDataModule(str(tiny_data_dir), per_class=4, test_file=str(test_file))
+    held_out = SentenceDataModule(str(tiny_data_dir), protocol="given", test_file=str(test_file))
+    assert dm.test_data == held_out.test_data  # exactly the file, in file order
+    assert not set(dm.train_data.texts + dm.val_data.texts) & set(dm.test_data.texts)
 
 
 def test_a_txt_split_file_is_not_a_labelled_split(tiny_data_dir: Path) -> None:
