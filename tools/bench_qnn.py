@@ -646,8 +646,8 @@ def _keep_best(store: ResultStore) -> None:
 
 def parent_main(args: argparse.Namespace) -> None:
     """Run every missing cell, one child per (peer, Q); keep results; render tables."""
-    name = "qnn_quick.json" if args.quick else "qnn.json"
-    store = ResultStore(RESULTS_DIR / name)
+    name = args.results or ("qnn_quick" if args.quick else "qnn")
+    store = ResultStore(RESULTS_DIR / f"{name}.json")
     store.data.setdefault("cells", {})
     store.data["settings"] = {
         k: getattr(args, k)
@@ -800,9 +800,9 @@ def render(store: ResultStore, quick: bool = False) -> str:
                 rows.append([batch, q, *row])
     out.append(md_table(["B", "Q", *(SHORT[p] for p in peers)], rows))
     text = "\n".join(out)
-    if not quick:
+    if not quick and store.path.stem == "qnn":
         replace_block("qnn", text)
-    (RESULTS_DIR / ("qnn_quick.md" if quick else "qnn.md")).write_text(text + "\n")
+    store.path.with_suffix(".md").write_text(text + "\n")
     return text
 
 
@@ -847,6 +847,12 @@ def main(argv: list[str] | None = None) -> None:
         help="passes re-running cells disturbed by other processes",
     )
     parser.add_argument("--render", action="store_true", help="render tables only / also")
+    parser.add_argument(
+        "--results",
+        default="",
+        help="results file under tools/results/ without .json (default qnn; only qnn is "
+        "rendered into BENCHMARKS.md, others into their .md beside the .json)",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-check", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", default="", help=argparse.SUPPRESS)
