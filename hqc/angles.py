@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from hqc.errors import UserError
 from hqc.stages import AngleEncoder
 
 _SQUASH = {"identity": lambda x: x, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
@@ -27,7 +28,7 @@ class ScaledAngles(AngleEncoder):
     ) -> None:
         super().__init__()
         if squash not in _SQUASH:
-            raise ValueError(
+            raise UserError(
                 f"angle_encoder.squash must be one of {sorted(_SQUASH)}, got {squash!r}"
             )
         self.scale = scale

@@ -17,6 +17,7 @@ from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from hqc.errors import UserError
 from hqc.stages import AngleEncoder, Core, Encoder, Identity, Projection, Readout
 
 STAGES = ("encoder", "projection", "angle_encoder", "core", "readout")
@@ -31,9 +32,10 @@ class Classifier(LightningModule):
         projection: embedding → core width (sQEs, a linear map); None: identity.
         angle_encoder: features → rotation angles; None: identity (classical cores).
         readout: core outputs → class logits; None: identity (cores that emit logits).
-        num_classes: number of classes; checked against the data.
+        num_classes: number of classes; the CLI sets it from the data.
         optimizer: optimizer factory (``class_path``/``init_args`` in YAML).
         scheduler: optional learning-rate scheduler factory.
+        scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` scheduler watches.
     """
 
     def __init__(
@@ -46,6 +48,7 @@ class Classifier(LightningModule):
         num_classes: int = 2,
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
+        scheduler_monitor: str = "val/loss",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=[] if self._cli_config() else list(STAGES))
@@ -60,12 +63,13 @@ class Classifier(LightningModule):
             stage = getattr(self, name)
             width = stage.build(width, num_classes)
         if width != num_classes:
-            raise ValueError(
+            raise UserError(
                 f"the pipeline ends with width {width} but num_classes={num_classes}: "
                 "the readout (or a core that emits logits) must output one value per class"
             )
         self.optimizer = optimizer
         self.scheduler = scheduler
+        self.scheduler_monitor = scheduler_monitor
         metrics = MetricCollection(
             {
                 "acc": MulticlassAccuracy(num_classes, average="micro"),
@@ -97,7 +101,7 @@ class Classifier(LightningModule):
         if datamodule is None:
             return
         if datamodule.num_classes != self.num_classes:
-            raise ValueError(
+            raise UserError(
                 f"model.num_classes={self.num_classes} but the data has "
                 f"{datamodule.num_classes} classes: set model.init_args.num_classes"
             )
@@ -113,7 +117,10 @@ class Classifier(LightningModule):
         metrics.update(logits, batch["label"])
         batch_size = len(batch["text"])
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size)
-        self.log_dict(metrics, prog_bar=stage != "train", batch_size=batch_size)
+        # a Metric logged per step needs forward(), not update(): log epoch values in every stage
+        self.log_dict(
+            metrics, prog_bar=stage != "train", on_step=False, on_epoch=True, batch_size=batch_size
+        )
         return loss
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -143,7 +150,8 @@ class Classifier(LightningModule):
         optimizer = self.optimizer(groups)
         if self.scheduler is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": self.scheduler(optimizer)}
+        scheduler = {"scheduler": self.scheduler(optimizer), "monitor": self.scheduler_monitor}
+        return {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def parameter_table(self) -> str:
         """Trainable and frozen parameters per stage, as a text table."""
@@ -153,6 +161,8 @@ class Classifier(LightningModule):
             stage = getattr(self, name)
             trainable = sum(p.numel() for p in stage.parameters() if p.requires_grad)
             frozen = sum(p.numel() for p in stage.parameters() if not p.requires_grad)
+            if isinstance(stage, Encoder):
+                frozen += sum(p.numel() for p in stage.held_out_parameters())
             total += trainable
             rows.append((name, type(stage).__name__, f"{trainable:,}", f"{frozen:,}"))
         rows.append(("total", "", f"{total:,}", ""))

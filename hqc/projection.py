@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from hqc.errors import UserError
 from hqc.stages import Projection
 
 
@@ -19,7 +20,7 @@ class LinearProjection(Projection):
     def __init__(self, out_features: int, bias: bool = True) -> None:
         super().__init__()
         if out_features < 1:
-            raise ValueError(f"projection.out_features must be >= 1, got {out_features}")
+            raise UserError(f"projection.out_features must be >= 1, got {out_features}")
         self.out_features = out_features
         self.bias = bias
 

@@ -8,7 +8,7 @@ the width the previous stage produces, so widths never have to be repeated acros
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -22,6 +22,14 @@ class Encoder(nn.Module, ABC):
 
     def warm(self, texts: Sequence[str], device: torch.device | str = "cpu") -> None:
         """Prepare for ``texts`` before training (e.g. fill an embedding cache); optional."""
+
+    def held_out_parameters(self) -> Iterator[nn.Parameter]:
+        """Frozen weights kept outside the module tree (``_frozen``, not checkpointed).
+
+        The parameter table counts them as frozen; ``parameters()`` cannot see them.
+        """
+        frozen = getattr(self, "_frozen", None)
+        return frozen.parameters() if frozen is not None else iter(())
 
     @abstractmethod
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
