@@ -30,7 +30,7 @@ def run_guarded(entry: Callable[[], T]) -> T:
     """Run ``entry``; a :class:`UserError` (also one raised as another error's cause) exits 2."""
     try:
         return entry()
-    except Exception as error:  # noqa: BLE001 - re-raised unless it is (caused by) a UserError
+    except Exception as error:  # re-raised unless it is (caused by) a UserError
         user_error = _find_user_error(error)
         if user_error is None or os.environ.get("HQC_DEBUG"):
             raise
