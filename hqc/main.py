@@ -71,13 +71,14 @@ class HQCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
 
 
-def main(args: ArgsType = None, run: bool = True) -> HQCLI:
+def main(args: ArgsType = None, run: bool = True, cli_class: type[HQCLI] = HQCLI) -> HQCLI:
     """Run the CLI on ``args`` (default: ``sys.argv``); returns the CLI for inspection.
 
     With ``run=False`` the config (without a subcommand) is only parsed and instantiated.
+    ``cli_class`` is a subclass to use instead (``hqc.ablate`` resolves configs with one).
     """
     os.environ.setdefault("WANDB_MODE", "offline")
-    return HQCLI(
+    return cli_class(
         LightningModule,
         LightningDataModule,
         subclass_mode_model=True,
