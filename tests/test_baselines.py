@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from hqc.errors import UserError
+
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
 import baselines
 
@@ -70,5 +72,5 @@ def test_parameter_count_of_logistic_regression():
 
 
 def test_missing_source_names_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nowhere"):
+    with pytest.raises(UserError, match="nowhere"):
         baselines.main(["--source", str(tmp_path / "nowhere")])
