@@ -1,6 +1,7 @@
 """End to end through ``main([...])``: every shipped config, checkpoints, resume, predict, W&B."""
 
 import csv
+import logging
 import os
 import signal
 import subprocess
@@ -46,6 +47,7 @@ def test_configs_are_shipped():
     "config", [c for c in CONFIGS if c.stem != "hybrid_qiskit"], ids=lambda c: c.stem
 )
 def test_every_config_runs(config, tiny_data_dir, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="lightning.pytorch")  # other tests may quieten it
     cli = main(["fit", *tiny_args(config, tiny_data_dir, tmp_path), "--trainer.fast_dev_run", "1"])
     assert cli.trainer.state.finished
     assert "Trainable parameters per stage" in caplog.text
