@@ -102,7 +102,6 @@ def load_matrix(path: str | Path) -> Matrix:
     for key in ("base", "factors"):
         if key not in raw:
             raise UserError(f"{path}: missing required key '{key}'")
-    here = path.parent
     name = str(raw.get("name", path.stem))
     factors = _factors(path, raw["factors"])
     design = _design(path, raw.get("design", "full"), factors)

@@ -8,7 +8,7 @@ into the new one; the result is dumped as the single ``config.yaml`` the child f
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from jsonargparse import ArgumentError
@@ -44,7 +44,7 @@ def resolve(args: tuple[str, ...], where: str) -> str:
     return cli.parser.dump(cli.config)
 
 
-@lru_cache(maxsize=None)
+@cache
 def trainable_parameters(args: tuple[str, ...], where: str) -> int:
     """Trainable parameters of the model ``args`` build (instantiated once per distinct args)."""
     _parse(args, where)  # the readable error for a bad key, before instantiating anything
