@@ -192,7 +192,7 @@ def machine_info(threads: int) -> dict[str, Any]:
     }
 
 
-HQC_SOURCES = ("hqc/quantum/torch_qnn.py", "hqc/quantum/layer.py", "hqc/quantum/circuits.py")
+HQC_SOURCES = ("hqc/quantum/torch_qnn/*.py", "hqc/quantum/layer.py", "hqc/quantum/circuits.py")
 
 
 def hqc_digest() -> str:
@@ -200,9 +200,9 @@ def hqc_digest() -> str:
     import hashlib
 
     h = hashlib.sha256()
-    for name in HQC_SOURCES:
-        path = ROOT / name
-        h.update(path.read_bytes() if path.exists() else b"-")
+    for pattern in HQC_SOURCES:
+        for path in sorted(ROOT.glob(pattern)) or [None]:
+            h.update(path.read_bytes() if path is not None else b"-")
     return h.hexdigest()[:10]
 
 
