@@ -429,3 +429,19 @@ def test_copy_and_pickle_after_training_step():
     qnn(inputs).sum().backward()  # leaves reusable memory behind
     for clone in (copy.deepcopy(qnn), pickle.loads(pickle.dumps(qnn))):
         torch.testing.assert_close(clone(inputs), qnn(inputs))
+
+
+@pytest.mark.parametrize("distant", [False, True])
+def test_empty_batch(distant):
+    """A batch of 0 (e.g. an empty last batch) gives 0 rows and a zero weight gradient."""
+    qc, xs, ws = random_circuit(8, 40, seed=3, distant=distant)
+    obs = random_observables(8, seed=3)
+    qnn = TorchQNN(qc, obs, xs, ws)
+    inputs = torch.zeros(0, 8, requires_grad=True)
+    out = qnn(inputs)
+    assert out.shape == (0, len(obs))
+    out.sum().backward()
+    assert inputs.grad.shape == (0, 8)
+    torch.testing.assert_close(qnn.weight.grad, torch.zeros_like(qnn.weight))
+    state = torch.zeros(0, 2**8, dtype=torch.complex64)
+    assert qnn(inputs, initial_state=state).shape == (0, len(obs))

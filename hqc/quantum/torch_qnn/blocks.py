@@ -96,7 +96,7 @@ class Prefix(nn.Module):
         columns = self._mats(cos, sin, dtype)[..., 0]  # (n, B, 2)
         state = columns[self.order[0]]
         for q in self.order[1:]:
-            state = (columns[q][:, :, None] * state[:, None, :]).reshape(batch, -1)
+            state = (columns[q][:, :, None] * state[:, None, :]).flatten(1)
         return state
 
     def apply(self, state: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
@@ -171,9 +171,13 @@ class BlockGroup(nn.Module):
     def forward(
         self, cos: torch.Tensor, sin: torch.Tensor
     ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """Matrices of the shared blocks and per-sample ``(B, K, K)`` ones, in block order."""
+        """Matrices of the shared blocks and per-sample ``(B, K, K)`` ones, in block order.
+
+        ``cos`` and ``sin`` have ``B + 1`` rows; the shared blocks are built from the last one.
+        """
         k = 1 << self.width
-        factors = _factors(self, "_a", self.complex, cos[:1], sin[:1])[:, 0]
+        factors = _factors(self, "_a", self.complex, cos[-1:], sin[-1:])[:, 0]
+        cos, sin = cos[:-1], sin[:-1]
         prod = torch.cat([factors, self._eye.to(factors.dtype)[None]])[self._index]
         prod = prod.view(-1, self.length, k, k)
         while prod.shape[1] > 1:

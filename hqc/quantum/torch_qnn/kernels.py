@@ -75,8 +75,8 @@ class Evolve(torch.autograd.Function):
             kind, _, width, per_sample = step
             if kind == "low":
                 batch, dim, k = x.shape[0], x.shape[1], 1 << width
-                gv = grad.view(batch, -1, k) if per_sample else grad.view(-1, k)
-                xv = x.view(batch, -1, k) if per_sample else x.view(-1, k)
+                gv = grad.view(batch, dim // k, k) if per_sample else grad.view(-1, k)
+                xv = x.view(batch, dim // k, k) if per_sample else x.view(-1, k)
                 if ctx.needs_input_grad[3 + i]:
                     grads[i] = gv.mT @ xv.conj()
                 grad = torch.matmul(gv, mat.conj(), out=spare.view(gv.shape)).view(batch, dim)
@@ -111,11 +111,11 @@ def apply_block(
     if kind == "low":
         k = 1 << width
         if per_sample:
-            return torch.bmm(state.view(batch, -1, k), mat.mT).view(batch, dim)
+            return torch.bmm(state.view(batch, dim // k, k), mat.mT).view(batch, dim)
         return (state.view(-1, k) @ mat.T).view(batch, dim)
     lo, hi = pos  # two distant qubits: bring them together, apply, move back
     view = state.view(batch, dim >> (hi + 1), 2, 1 << (hi - lo - 1), 2, 1 << lo)
-    moved = view.transpose(2, 3).reshape(batch, -1, 4, 1 << lo)
+    moved = view.transpose(2, 3).reshape(batch, dim >> (lo + 2), 4, 1 << lo)
     out = torch.matmul(mat[:, None] if per_sample else mat, moved)
     shape = (batch, view.shape[1], view.shape[3], 2, 2, 1 << lo)
     return out.view(shape).transpose(2, 3).reshape(batch, dim)

@@ -114,13 +114,18 @@ class TorchQNN(nn.Module):
         cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
         batch, dim = inputs.shape[0], 2**self.num_qubits
 
-        variables = torch.cat([inputs.to(device, rdtype), weight.expand(batch, -1)], 1)
+        # One extra last row builds the weight-only (shared) block matrices, so that they exist
+        # for an empty batch too; it repeats the first sample (any row gives the same values).
+        rows = inputs.to(device, rdtype)
+        rows = torch.cat([rows, rows[:1] if batch else rows.new_zeros(1, self.num_inputs)])
+        variables = torch.cat([rows, weight.expand(batch + 1, -1)], 1)
         angles = torch.addmm(self._angle_b.to(rdtype), variables, self._angle_a.to(rdtype))
         if self._nonaffine:
             values = torch.stack([f(variables) for f in self._nonaffine], 1)
             angles = angles.index_add(1, self._nonaffine_slots, values)
         cos, sin = torch.cos(angles), torch.sin(angles)
         mats = [group(cos, sin) for group in self.groups]
+        cos, sin = cos[:batch], sin[:batch]
 
         steps = self._steps
         if initial_state is None:
