@@ -166,10 +166,17 @@ def _factors(path: Path, raw: Any) -> dict[str, dict[str, Level]]:
         }
     for factor, levels in factors.items():
         for name, level in levels.items():
-            if level.match is not None and level.match.level not in levels:
+            if level.match is None:
+                continue
+            if level.match.level not in levels:
                 raise UserError(
                     f"{path}: factors.{factor}.{name}.match_parameters: unknown level "
                     f"'{level.match.level}' (levels of {factor}: {', '.join(levels)})"
+                )
+            if levels[level.match.level].match is not None:
+                raise UserError(
+                    f"{path}: factors.{factor}.{name}.match_parameters: level "
+                    f"'{level.match.level}' matches another level itself; name one without"
                 )
     return factors
 
