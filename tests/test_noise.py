@@ -47,7 +47,7 @@ def test_bad_noise_settings_name_the_setting(settings, named):
 
 def test_bad_execution_and_preset_names_raise_user_errors():
     for shots in (0, -5, 1.5, True):
-        with pytest.raises(UserError, match="execution.shots"):
+        with pytest.raises(UserError, match=r"execution\.shots"):
             Execution(shots=shots)
     with pytest.raises(UserError, match="no such preset"):
         Execution(noise="no_such_device")
@@ -126,7 +126,7 @@ def test_readout_error_flips_sampled_bits():
 
 
 def test_noise_free_aer_equals_the_exact_statevector():
-    circuit, inputs, weights = reupload_circuit(4, reuploads=2, layers=1, connectivity=2)
+    circuit, _, _ = reupload_circuit(4, reuploads=2, layers=1, connectivity=2)
     rng = np.random.default_rng(0)
     bound = circuit.assign_parameters(rng.uniform(-np.pi, np.pi, circuit.num_parameters))
     ops = [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], 4) for q in range(4)]
