@@ -11,7 +11,7 @@ from qiskit.quantum_info import SparsePauliOp, Statevector, average_gate_fidelit
 from qiskit_aer.primitives import EstimatorV2, SamplerV2
 
 from hqc.errors import UserError
-from hqc.noise.aer import gate_errors, noise_model, simulator, transpile_for
+from hqc.noise.aer import gate_errors, noise_model, simulator, transpile_to_basis
 from hqc.noise.spec import NoiseSpec, load_preset, presets, resolve
 from hqc.quantum.circuits import reupload_circuit
 from hqc.quantum.execution import Execution
@@ -109,7 +109,7 @@ def test_noise_attaches_only_to_transpiled_circuits():
     assert "h" not in spec.basis_gates
     untranspiled = _noisy_z(circuit, NoiseSpec(gate_error_1q=0.0, basis_gates=("h", "ry", "rz")))
     assert untranspiled == pytest.approx(exact)
-    transpiled = transpile_for(circuit, spec)
+    transpiled = transpile_to_basis(circuit, spec)
     assert set(transpiled.count_ops()) <= set(spec.basis_gates)
     assert abs(_noisy_z(transpiled, spec)) < abs(exact) - 0.1
 
@@ -132,7 +132,7 @@ def test_noise_free_aer_equals_the_exact_statevector():
     ops = [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], 4) for q in range(4)]
     exact = [Statevector(bound).expectation_value(op).real for op in ops]
     for spec in (NoiseSpec(), NoiseSpec(basis_gates=("rz", "sx", "x", "cz"))):
-        isa = transpile_for(bound, spec)
+        isa = transpile_to_basis(bound, spec)
         estimator = EstimatorV2.from_backend(
             simulator(spec, "density_matrix"), options={"default_precision": 0.0}
         )

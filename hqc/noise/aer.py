@@ -7,7 +7,7 @@ Conventions that silently go wrong otherwise:
   so that depolarising-then-relaxation still has error rate r, exactly as
   ``NoiseModel.from_backend`` builds a device's model.
 * Errors attach by gate *name*: a circuit must be transpiled to the spec's basis gates
-  (:func:`transpile_for`) or no error is applied at all.
+  (:func:`transpile_to_basis`) or no error is applied at all.
 
 :func:`gate_errors` is the one source of the channels: the Aer noise model and hqc's torch
 density-matrix path (:mod:`hqc.quantum.density`) both build on it, so they model the same noise.
@@ -108,7 +108,7 @@ def simulator(noise: NoiseSpec | str, method: str, seed: int = 0) -> AerSimulato
     return AerSimulator(method=method, noise_model=noise_model(noise), seed_simulator=seed)
 
 
-def transpile_for(circuit: QuantumCircuit, noise: NoiseSpec | str, seed: int = 0) -> Any:
+def transpile_to_basis(circuit: QuantumCircuit, noise: NoiseSpec | str, seed: int = 0) -> Any:
     """``circuit`` in the gates the noise attaches to.
 
     A spec: its basis gates at ``optimization_level=0`` (the gates stay where they were, so
