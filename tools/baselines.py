@@ -32,11 +32,11 @@ import numpy as np
 import torch
 from lightning.pytorch import Trainer, seed_everything
 from lightning.pytorch.callbacks import ModelCheckpoint
-from scipy import stats
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score
 from sklearn.svm import SVC
 
+from hqc.ablate.stats import mean_ci, paired_differences
 from hqc.classifier import Classifier
 from hqc.data import SentenceDataModule
 from hqc.encoder import DEFAULT_MODEL, SentenceEncoder
@@ -158,19 +158,13 @@ def write_rows(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of its 95 % t-interval (0 for a single value)."""
-    mean = statistics.mean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
-    return mean, half
-
-
 def paired_difference(cell: list[dict[str, str]], reference: list[dict[str, str]]) -> str:
     """Test accuracy minus the reference head's on the same draws: mean ± 95 % CI (points)."""
-    ref = {r["seed"]: float(r["test_acc"]) for r in reference}
-    diffs = [(float(r["test_acc"]) - ref[r["seed"]]) * 100 for r in cell if r["seed"] in ref]
+
+    def by_seed(rows: list[dict[str, str]]) -> dict[str, float]:
+        return {r["seed"]: float(r["test_acc"]) * 100 for r in rows}
+
+    diffs = paired_differences(by_seed(cell), by_seed(reference))
     return "{:+.2f} ± {:.2f}".format(*mean_ci(diffs)) if diffs else "–"
 
 

@@ -1,0 +1,146 @@
+"""Aggregation of a matrix's runs: hand-computed intervals, seed pairing, OLS effects, plots."""
+
+import csv
+
+import numpy as np
+import pytest
+import statsmodels.api as sm
+
+from hqc.ablate import report
+from hqc.ablate.stats import main_effects, mean_ci, paired_differences
+from hqc.errors import UserError
+
+T_975_2DF = 4.302652729911275  # scipy.stats.t.ppf(0.975, 2), from tables
+
+
+def _row(cell, seed, test_acc, **extra):
+    row = {
+        "matrix": "m", "design": "full", "cell": cell, "paired_with": "head-a", "head": cell[5:],
+        "seed": str(seed), "status": "ok", "parameters": "100", "train_seconds": "2.0",
+        "epochs": "3", "val_acc": "0.5", "test_acc": str(test_acc), "test_f1": str(test_acc),
+        "error": "",
+    }  # fmt: skip
+    return row | extra
+
+
+def _write(path, rows):
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def test_mean_ci_is_the_t_interval_by_hand():
+    mean, half = mean_ci([70.0, 72.0, 74.0])  # sd 2, n 3
+    assert mean == pytest.approx(72.0)
+    assert half == pytest.approx(T_975_2DF * 2 / 3**0.5)
+    assert mean_ci([5.0]) == (5.0, 0.0)
+
+
+def test_paired_differences_pair_by_seed_not_position():
+    cell = {2: 80.0, 0: 75.0, 1: 74.0, 3: 99.0}  # seed 3 has no reference draw
+    reference = {0: 70.0, 1: 72.0, 2: 74.0}
+    assert paired_differences(cell, reference) == [6.0, 5.0, 2.0]
+
+
+def test_cell_table_numbers_match_a_hand_computation():
+    rows = [_row("head-a", s, v) for s, v in [(0, 0.70), (1, 0.72), (2, 0.74)]]
+    # cell b listed out of seed order, plus a seed the reference lacks and a failed run
+    rows += [_row("head-b", s, v, parameters="120") for s, v in [(2, 0.80), (0, 0.75), (1, 0.74)]]
+    rows += [_row("head-b", 3, 0.99), _row("head-b", 4, "", status="failed", error="boom")]
+    lines = report.cell_table(rows).splitlines()
+    a, b = lines[2], lines[3]
+    half_a = T_975_2DF * 2 / 3**0.5  # 70, 72, 74
+    assert f"| 72.00 ± {half_a:.2f} |" in a
+    assert "(reference)" in a
+    # b vs a on seeds 0, 1, 2: +5, +2, +6 points; seed 3 unpaired, seed 4 failed
+    diffs = np.array([5.0, 2.0, 6.0])
+    half_d = T_975_2DF * diffs.std(ddof=1) / 3**0.5
+    assert f"| +4.33 ± {half_d:.2f} (n=3) |" in b
+    values = np.array([80.0, 75.0, 74.0, 99.0])
+    half_b = 3.182446305284263 * values.std(ddof=1) / 2  # t(0.975, 3), n = 4
+    assert f"| {values.mean():.2f} ± {half_b:.2f} |" in b
+    assert "| 4 (1) |" in b and "| 100–120 |" in b
+
+
+def _screen_rows(rng):
+    """A replicated 2^(3-1) design (c = ab) with known effects a +6, b −4, c 0 (points)."""
+    rows = []
+    for seed in range(3):
+        for a, b in [(-1, -1), (1, -1), (-1, 1), (1, 1)]:
+            c = a * b
+            y = 70 + 3 * a - 2 * b + rng.normal(0, 1)
+            levels = {"a": ["lo", "hi"][a > 0], "b": ["x", "y"][b > 0], "c": ["no", "yes"][c > 0]}
+            row = _row("cell", seed, y / 100, design="fractional", paired_with="")
+            del row["head"]
+            row |= levels | {"code_a": str(a), "code_b": str(b), "code_c": str(c)}
+            row["cell"] = "__".join(f"{k}-{v}" for k, v in levels.items())
+            rows.append(row)
+    return rows
+
+
+def test_main_effects_agree_with_statsmodels():
+    rng = np.random.default_rng(0)
+    rows = _screen_rows(rng)
+    x = np.array([[float(r[f"code_{f}"]) for f in "abc"] for r in rows])
+    y = np.array([float(r["test_acc"]) * 100 for r in rows])
+    fit = sm.OLS(y, sm.add_constant(x)).fit()
+    factors, found = report.effects(rows)
+    assert factors == ["a", "b", "c"]
+    for effect, beta, se, (low, high) in zip(
+        found, fit.params[1:], fit.bse[1:], fit.conf_int(0.05)[1:], strict=True
+    ):
+        assert effect.effect == pytest.approx(2 * beta, rel=1e-10)
+        assert effect.se == pytest.approx(2 * se, rel=1e-10)
+        assert effect.effect + effect.ci == pytest.approx(2 * high, rel=1e-10)
+        assert effect.effect - effect.ci == pytest.approx(2 * low, rel=1e-10)
+    assert found[0].effect == pytest.approx(6, abs=1.5) and found[1].effect == pytest.approx(
+        -4, abs=1.5
+    )
+    table = report.effects_table(rows)
+    assert "| a | lo | hi |" in table and "| c | no | yes |" in table
+
+
+def test_main_effects_reject_a_design_without_residual_freedom():
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        main_effects(np.array([[-1.0], [1.0]]), np.array([1.0, 2.0]), ["a"])
+
+
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_from_a_csv_alone_writes_tables_and_plots(tmp_path, capsys):
+    rows = []
+    for head, offset in [("hybrid", 0.0), ("classical", 0.05)]:
+        for qubits in (4, 8):
+            for seed in range(3):
+                acc = 0.6 + 0.01 * qubits + offset + 0.01 * seed
+                row = _row(f"qubits-{qubits}__head-{head}", seed, acc)
+                del row["head"]
+                row |= {"qubits": str(qubits), "head": head}
+                row["paired_with"] = f"qubits-{qubits}__head-hybrid"
+                rows.append(row)
+    (tmp_path / "in").mkdir()
+    source = _write(tmp_path / "in/sweep.csv", rows)
+    report.report_main([str(source), "--out", str(tmp_path / "out")])
+    text = capsys.readouterr().out
+    assert "+5.00 ± 0.00 (n=3)" in text  # classical − hybrid at the same qubits, every seed
+    assert (tmp_path / "out/m.csv").read_text() == source.read_text()
+    assert (tmp_path / "out/m.md").read_text().startswith("### m (full design, 4 cells")
+    for name in ("m_cells.png", "m_accuracy_vs_qubits.png"):
+        assert _is_png(tmp_path / "out" / name)
+    assert not (tmp_path / "out/m_main_effects.png").exists()  # not a screen
+
+    screen = _write(tmp_path / "screen.csv", _screen_rows(np.random.default_rng(1)))
+    report.report_main([str(screen), "--out", str(tmp_path / "screen")])
+    assert "Main effects" in capsys.readouterr().out
+    assert _is_png(tmp_path / "screen/m_main_effects.png")
+    assert _is_png(tmp_path / "screen/m_cells.png")
+
+
+def test_missing_csv_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match=r"nope\.csv"):
+        report.report_main([str(tmp_path / "nope.csv")])
