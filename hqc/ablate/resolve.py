@@ -8,6 +8,7 @@ into the new one; the result is dumped as the single ``config.yaml`` the child f
 from __future__ import annotations
 
 import json
+import logging
 from functools import cache
 from typing import Any
 
@@ -53,8 +54,13 @@ def trainable_parameters(args: tuple[str, ...], where: str) -> int:
 
 
 def _parse(args: tuple[str, ...], where: str) -> HQCLI:
+    seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+    level = seed_log.level
+    seed_log.setLevel(logging.WARNING)  # "Seed set to" once per resolved run is noise
     try:
         return main(list(args), run=False, cli_class=_ResolvingCLI)
     except (ArgumentError, ValueError) as error:
         message = str(error).strip().splitlines()[0]
         raise UserError(f"{where}: {message}") from None
+    finally:
+        seed_log.setLevel(level)
