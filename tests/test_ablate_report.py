@@ -1,6 +1,7 @@
 """Aggregation of a matrix's runs: hand-computed intervals, seed pairing, OLS effects, plots."""
 
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -144,3 +145,45 @@ def test_report_from_a_csv_alone_writes_tables_and_plots(tmp_path, capsys):
 def test_missing_csv_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"nope\.csv"):
         report.report_main([str(tmp_path / "nope.csv")])
+
+
+def test_collect_reads_result_json_in_run_order_and_pairs_by_reference(tmp_path, capsys):
+    from hqc.ablate.matrix import load_matrix
+    from hqc.ablate.plan import runs
+    from hqc.ablate.record import write_json
+
+    base = Path(__file__).parents[1] / "configs/hybrid.yaml"
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"base: {base}\nseeds: [0, 1]\nreference: {{head: h}}\n"
+        "factors:\n  qubits: {'4': {}, '8': {}}\n  head: {h: {}, c: {}}\n"
+    )
+    matrix = load_matrix(path)
+    plan = runs(matrix, tmp_path / "runs")
+    for i, run in enumerate(plan):
+        if run.cell.name == "qubits-8__head-c" and run.seed == 1:
+            continue  # unfinished: no result.json
+        result = {"schema": 1, "matrix": "m", "cell": run.cell.name, "seed": run.seed}
+        result |= {"levels": run.cell.levels, "status": "ok", "error": None}
+        result |= {"parameters": 10 + i, "train_seconds": 1.5, "epochs": 2}
+        result |= {"val_acc": 0.5, "test_acc": 0.5 + i / 100, "test_f1": 0.4}
+        if run.cell.name == "qubits-4__head-c" and run.seed == 1:
+            result = {**result, "status": "failed", "error": "boom", "test_acc": None}
+        run.directory.mkdir(parents=True)
+        write_json(run.directory / "result.json", result)
+    rows = report.collect(matrix, tmp_path / "runs")
+    assert [(r["cell"], r["seed"]) for r in rows] == [
+        (run.cell.name, str(run.seed)) for run in plan
+    ][:-1]
+    assert {r["cell"]: r["paired_with"] for r in rows} == {
+        "qubits-4__head-h": "qubits-4__head-h", "qubits-8__head-h": "qubits-8__head-h",
+        "qubits-4__head-c": "qubits-4__head-h", "qubits-8__head-c": "qubits-8__head-h",
+    }  # fmt: skip
+    assert rows[0]["code_qubits"] == "-1" and rows[2]["code_qubits"] == "1"
+    assert rows[5]["status"] == "failed" and rows[5]["error"] == "boom"
+    assert rows[5]["test_acc"] == ""
+    report.report_main([str(path), "--runs", str(tmp_path / "runs"), "--no-plots"])
+    table = capsys.readouterr().out
+    # qubits-4 head-c vs head-h on seed 0 only (its seed 1 failed): runs 4 vs 0 → +4 points
+    assert "| 4 | c | 1 (1) |" in table and "+4.00 ± 0.00 (n=1)" in table
+    assert (tmp_path / "runs/m.csv").is_file()

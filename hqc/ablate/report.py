@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import statistics
 from collections.abc import Sequence
@@ -33,13 +32,13 @@ import numpy as np
 import yaml
 
 from hqc.ablate.matrix import TWO_LEVEL_DESIGNS, Matrix, load_matrix
+from hqc.ablate.record import read_result
 from hqc.ablate.stats import main_effects, mean_ci, paired_differences
 from hqc.errors import UserError
 
 FIXED = ["matrix", "design", "cell", "paired_with"]
 METRICS = ["seed", "status", "parameters", "train_seconds", "epochs"]
 METRICS += ["val_acc", "test_acc", "test_f1", "error"]
-RESULT_FILE = "result.json"
 OK = "ok"
 
 Row = dict[str, str]
@@ -53,51 +52,38 @@ def factors_of(rows: Sequence[Row]) -> list[str]:
     return [k for k in rows[0] if k not in skip and not k.startswith("code_")]
 
 
-def collect(matrix: Matrix) -> list[Row]:
-    """Every run's ``result.json`` under the matrix's root, as CSV rows in design order."""
-    from hqc.ablate.design import cells, codes
+def collect(matrix: Matrix, out: Path | None = None) -> list[Row]:
+    """Every finished run's ``result.json`` (runs under ``out`` or the matrix's root) as CSV
+    rows, in run order; unfinished runs are left out."""
+    from hqc.ablate.design import Cell, cells, codes
+    from hqc.ablate.plan import runs
 
-    design = cells(matrix)
-    by_name = {c.name: c for c in design}
+    names = {c.name for c in cells(matrix)}
     given = _given_reference(matrix)
-    results = _results(matrix.root)
     rows = []
-    for cell in design:
-        reference = {**cell.levels, **given}
-        paired = next((c.name for c in design if c.levels == reference), "")
-        for seed in matrix.seeds:
-            result = results.get((cell.name, seed))
-            if result is None:
-                continue
-            row = {
-                "matrix": matrix.name,
-                "design": matrix.design.type,
-                "cell": cell.name,
-                "paired_with": paired,
-                **cell.levels,
-            }
-            row |= {f"code_{f}": str(v) for f, v in codes(matrix, by_name[cell.name]).items()}
-            row |= {k: _text(result.get(k)) for k in METRICS}
-            row["seed"] = str(seed)
-            rows.append(row)
+    for run in runs(matrix, out):
+        result = read_result(run.directory)
+        if result is None:
+            continue
+        paired = Cell({**run.cell.levels, **given}).name
+        row = {
+            "matrix": matrix.name,
+            "design": matrix.design.type,
+            "cell": run.cell.name,
+            "paired_with": paired if paired in names else "",
+            **run.cell.levels,
+        }
+        row |= {f"code_{f}": str(v) for f, v in codes(matrix, run.cell).items()}
+        row |= {k: _text(result.get(k)) for k in METRICS}
+        rows.append(row)
     return rows
 
 
 def _given_reference(matrix: Matrix) -> dict[str, str]:
-    """The reference levels the file names (all factors' where it names none)."""
+    """The reference levels the file names (every factor's where it names none): a cell is
+    paired with the cell that has those levels and its own for the other factors."""
     raw = yaml.safe_load(matrix.path.read_text()).get("reference")
-    if not raw:
-        return dict(matrix.reference)
-    return {f: matrix.reference[f] for f in raw}
-
-
-def _results(root: Path) -> dict[tuple[str, int], dict]:
-    """``(cell name, seed) → result`` for every ``result.json`` below ``root``."""
-    out = {}
-    for path in sorted(root.rglob(RESULT_FILE)):
-        result = json.loads(path.read_text())
-        out[(result["cell"], int(result["seed"]))] = result
-    return out
+    return {f: matrix.reference[f] for f in raw} if raw else dict(matrix.reference)
 
 
 def _text(value: object) -> str:
@@ -337,6 +323,7 @@ def report_main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("sources", type=Path, nargs="+", help="a matrix YAML, or results CSVs")
     parser.add_argument("--out", type=Path, help="folder for the CSV, markdown and PNGs")
+    parser.add_argument("--runs", type=Path, help="the matrix's run folder (its run --out)")
     parser.add_argument("--x", help="factor on the accuracy plot's x axis (default: numeric one)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
@@ -344,12 +331,16 @@ def report_main(argv: Sequence[str] | None = None) -> None:
         if len(args.sources) > 1:
             parser.error("give one matrix file, or results CSVs")
         matrix = load_matrix(args.sources[0])
-        rows = collect(matrix)
-        out = args.out or matrix.root
+        rows = collect(matrix, args.runs)
+        out = args.out or args.runs or matrix.root
+        x = args.x or matrix.plot.get("x")
         if not rows:
-            raise UserError(f"{matrix.path}: no finished runs under {matrix.root}")
+            raise UserError(f"{matrix.path}: no finished runs under {args.runs or matrix.root}")
     else:
+        if args.runs or any(p.is_dir() for p in args.sources):
+            parser.error("a run folder goes with its matrix: report MATRIX.yaml --runs FOLDER")
         rows = read_rows(args.sources)
+        x = args.x
         out = args.out or args.sources[0].parent
         if not rows:
             raise UserError(f"{args.sources[0]}: no rows")
@@ -361,5 +352,5 @@ def report_main(argv: Sequence[str] | None = None) -> None:
     (out / f"{name}.md").write_text(text)
     print(text)
     if not args.no_plots:
-        for path in plot(rows, out, args.x):
+        for path in plot(rows, out, x):
             print(f"wrote {path}")
