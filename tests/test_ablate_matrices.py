@@ -1,0 +1,46 @@
+"""The paper's shipped matrices (ablations/{qubits,modules,screen}.yaml) expand as documented."""
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from hqc.ablate.design import cells, coded
+from hqc.ablate.matrix import load_matrix
+
+ABLATIONS = Path(__file__).parents[1] / "ablations"
+
+
+def test_qubit_sweep_pairs_every_classical_cell_with_the_hybrid_at_its_qubits():
+    matrix = load_matrix(ABLATIONS / "qubits.yaml")
+    design = cells(matrix)
+    assert len(design) == 7 * 2 and len(matrix.seeds) >= 3
+    assert [c.levels["qubits"] for c in design[:7]] == ["4", "6", "8", "10", "12", "14", "16"]
+    classical = matrix.factors["head"]["classical"]
+    assert classical.match is not None and classical.match.level == "hybrid"
+    assert list(matrix.factors) == ["qubits", "head"]  # settings before the projection swap
+
+
+def test_modules_moves_one_factor_at_a_time():
+    matrix = load_matrix(ABLATIONS / "modules.yaml")
+    design = cells(matrix)
+    base = {f: next(iter(levels)) for f, levels in matrix.factors.items()}
+    assert design[0].levels == base
+    others = sum(len(levels) - 1 for levels in matrix.factors.values())
+    assert len(design) == 1 + others
+    for cell in design[1:]:
+        assert sum(cell.levels[f] != base[f] for f in base) == 1
+
+
+def test_screen_is_a_16_run_resolution_iv_fraction_of_seven_factors():
+    matrix = load_matrix(ABLATIONS / "screen.yaml")
+    x = coded(matrix)
+    assert x.shape == (16, 7) and len(cells(matrix)) == 16
+    assert list(matrix.factors) == [
+        "qubits", "depth", "connectivity", "reuploads", "encoders", "lr", "weight_decay"
+    ]  # fmt: skip
+    assert np.all(x.sum(axis=0) == 0)  # balanced
+    assert np.allclose(x.T @ x, 16 * np.eye(7))  # main effects orthogonal
+    for i, j in combinations(range(7), 2):  # no main effect aliased with a 2-factor interaction
+        for k in range(7):
+            assert abs(x[:, k] @ (x[:, i] * x[:, j])) < 16, (k, i, j)
+
