@@ -4,6 +4,7 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+
 from hqc.ablate.design import cells, coded
 from hqc.ablate.matrix import load_matrix
 
@@ -43,4 +44,3 @@ def test_screen_is_a_16_run_resolution_iv_fraction_of_seven_factors():
     for i, j in combinations(range(7), 2):  # no main effect aliased with a 2-factor interaction
         for k in range(7):
             assert abs(x[:, k] @ (x[:, i] * x[:, j])) < 16, (k, i, j)
-
