@@ -307,3 +307,19 @@ def test_bad_settings_raise() -> None:
         DensityQNN(square, SparsePauliOp("Z"), [a], [b])
     with pytest.raises(ValueError, match=r"inputs must have shape \(batch, 2\)"):
         DensityQNN(qc, SparsePauliOp("ZI"), x, w)(torch.zeros(3, 1))
+
+
+def test_real_circuit_runs_real_and_matches_aer() -> None:
+    """hqc's RY/CX circuits under depolarising + relaxation keep ρ real (the fast path)."""
+    from hqc.quantum.circuits import reupload_circuit, z_observables
+
+    qc, x, w = reupload_circuit(3, reuploads=1, layers=1)
+    observables = [*z_observables(3, (0, 2)), SparsePauliOp("ZXZ")]
+    transpiled = transpile(qc, basis_gates=BASIS, optimization_level=0)
+    rng = np.random.default_rng(2)
+    inputs, weights, values = values_for(x, w, 4, rng)
+    errors = {"ry": CHANNELS["all"]["ry"], "cx": CHANNELS["all"]["cx"]}
+    qnn = double(DensityQNN.from_errors(transpiled, observables, x, w, errors), weights)
+    assert qnn.real
+    want = aer_values(transpiled, observables, [*x, *w], values, model_from(errors))
+    np.testing.assert_allclose(qnn(torch.tensor(inputs)).detach().numpy(), want, atol=1e-9)
