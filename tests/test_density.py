@@ -279,12 +279,13 @@ def test_trains_under_noise() -> None:
 
 
 def test_empty_batch_gives_empty_output() -> None:
-    """As TorchQNN: a batch of 0 rows gives ``(0, n_observables)``."""
+    """As TorchQNN: a batch of 0 rows gives ``(0, n_observables)`` and a zero weight gradient."""
     qc, x, w = random_circuit(2, 4, np.random.default_rng(0))
-    out = DensityQNN(qc, random_observables(2, np.random.default_rng(0), False), x, w)(
-        torch.zeros(0, 2)
-    )
+    qnn = DensityQNN(qc, random_observables(2, np.random.default_rng(0), False), x, w)
+    out = qnn(torch.zeros(0, 2))
     assert out.shape == (0, 3)
+    out.sum().backward()
+    assert qnn.weight.grad is not None and not qnn.weight.grad.any()
 
 
 def test_bad_settings_raise() -> None:

@@ -319,8 +319,9 @@ class DensityQNN(nn.Module):
         rdtype, device = self.weight.dtype, self.weight.device
         cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
         batch, n = inputs.shape[0], self.num_qubits
-        if batch == 0:
-            return torch.zeros(0, self.num_outputs, dtype=rdtype, device=inputs.device)
+        if batch == 0:  # as TorchQNN: an empty output, and a zero weight gradient
+            empty = self.weight.new_zeros(0, self.num_outputs) + 0.0 * self.weight.sum()
+            return empty.to(inputs.device)
         variables = torch.cat([inputs.to(device, rdtype), self.weight.expand(batch, -1)], 1)
         angles = torch.addmm(self._angle_b.to(rdtype), variables, self._angle_a.to(rdtype))
         real = self.real and (initial_state is None or not initial_state.is_complex())
