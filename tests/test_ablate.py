@@ -4,6 +4,7 @@ Runs are real ``python -m hqc fit`` children on the tiny data with ``user_compon
 (no transformer to load), so a child costs mostly the interpreter's start-up.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -187,6 +188,31 @@ def test_unknown_setting_is_one_message_naming_it(tmp_path, tiny_data_dir, capsy
     assert exit_.value.code == 2
     (error,) = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert error.startswith(f"error: {path}: cell core-a: ") and named in error
+
+
+def test_wandb_runs_get_the_matrix_as_group_and_levels_as_tags(
+    tmp_path, tiny_data_dir, monkeypatch
+):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    base = [str(ROOT / "configs/classical.yaml"), str(tiny_base(tmp_path, tiny_data_dir))]
+    factors = {"core": {"a": {}, "b": {"set": {"model.init_args.core.init_args.parameters": 40}}}}
+    tracked = load_matrix(write(tmp_path / "w.yaml", {
+        "name": "study", "base": [*base, str(ROOT / "configs/logger/wandb.yaml")],
+        "seeds": [7], "factors": factors,
+    }))  # fmt: skip
+    run = runs(tracked, tmp_path / "out")[1]
+    config = tmp_path / "wandb_run.yaml"
+    config.write_text(resolved_config(tracked, run))
+    logger = main(["--config", str(config)], run=False).trainer.logger
+    assert type(logger).__name__ == "WandbLogger"
+    assert logger._wandb_init["group"] == "study"
+    assert logger._wandb_init["tags"] == ["core=b", "seed=7"]
+    assert logger._wandb_init["name"] == "study/core-b/seed7"
+    assert os.environ["WANDB_MODE"] == "offline"  # hqc.main's default unless the user sets one
+
+    plain = load_matrix(write(tmp_path / "p.yaml", {"base": base, "factors": factors}))
+    logger = yaml.safe_load(resolved_config(plain, runs(plain, tmp_path / "out")[0]))
+    assert logger["trainer"]["logger"]["class_path"] == "lightning.pytorch.loggers.CSVLogger"
 
 
 # --- running: kill, resume, failures, Ray --------------------------------------------------
