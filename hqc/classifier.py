@@ -18,6 +18,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from hqc.errors import UserError
+from hqc.quantum.execution import Execution
+from hqc.quantum.layer import QuantumLayer
 from hqc.stages import AngleEncoder, Core, Encoder, Identity, Projection, Readout
 
 STAGES = ("encoder", "projection", "angle_encoder", "core", "readout")
@@ -36,6 +38,8 @@ class Classifier(LightningModule):
         optimizer: optimizer factory (``class_path``/``init_args`` in YAML).
         scheduler: optional learning-rate scheduler factory.
         scheduler_monitor: the logged metric a ``ReduceLROnPlateau`` scheduler watches.
+        execution: shots, seed and noise of every quantum layer in the model (a user's own
+            stage built on :class:`~hqc.quantum.layer.QuantumLayer` included); None: exact.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class Classifier(LightningModule):
         optimizer: OptimizerCallable = torch.optim.Adam,
         scheduler: LRSchedulerCallable | None = None,
         scheduler_monitor: str = "val/loss",
+        execution: Execution | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=[] if self._cli_config() else list(STAGES))
@@ -67,6 +72,7 @@ class Classifier(LightningModule):
                 f"the pipeline ends with width {width} but num_classes={num_classes}: "
                 "the readout (or a core that emits logits) must output one value per class"
             )
+        self.set_execution(execution or Execution())
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.scheduler_monitor = scheduler_monitor
@@ -79,6 +85,13 @@ class Classifier(LightningModule):
         self.train_metrics = metrics.clone(prefix="train/")
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+
+    def set_execution(self, execution: Execution) -> None:
+        """Run every QuantumLayer with ``execution``; each draws its own shot stream."""
+        self.execution = execution
+        layers = [m for m in self.modules() if isinstance(m, QuantumLayer)]
+        for stream, layer in enumerate(layers):
+            layer.set_execution(execution, stream)
 
     @staticmethod
     def _cli_config() -> bool:

@@ -65,3 +65,59 @@ def test_straight_through_gradient_is_the_exact_gradient():
 def test_multi_term_observables_are_refused_by_name():
     with pytest.raises(UserError, match=r"observable 1 \(\['ZI', 'IZ'\]\)"):
         ShotSampler([SparsePauliOp("Z"), SparsePauliOp(["ZI", "IZ"])], shots=10)
+
+
+def _layer():
+    from hqc.quantum.circuits import reupload_circuit, z_observables
+    from hqc.quantum.layer import QuantumLayer
+
+    circuit, inputs, weights = reupload_circuit(3, reuploads=1, layers=1, connectivity=1)
+    torch.manual_seed(0)
+    layer = QuantumLayer(circuit, z_observables(3, [0, 2]), inputs, weights).double()
+    return layer, torch.rand(5, 3, dtype=torch.float64, requires_grad=True)
+
+
+def test_quantum_layer_with_shots_passes_the_exact_gradient():
+    from hqc.quantum.execution import Execution
+
+    layer, x = _layer()
+    probe = torch.randn(5, 2, dtype=torch.float64)
+    exact = layer(x)
+    exact_grads = torch.autograd.grad((exact * probe).sum(), [x, layer.weight])
+    layer.set_execution(Execution(shots=32, seed=1))
+    sampled = layer(x)
+    grads = torch.autograd.grad((sampled * probe).sum(), [x, layer.weight])
+    for got, want in zip(grads, exact_grads, strict=True):
+        torch.testing.assert_close(got, want)
+    assert not torch.allclose(sampled, exact)
+    assert torch.all((sampled - exact).abs() <= 1.0)  # an estimate of the same values
+    layer.set_execution(Execution())
+    torch.testing.assert_close(layer(x), exact, rtol=0, atol=0)
+
+
+def test_classifier_gives_every_quantum_layer_its_own_stream(tmp_path, monkeypatch):
+    """A user's own stage built on QuantumLayer gets the execution too; streams differ."""
+    from hqc.classifier import Classifier
+    from hqc.quantum.execution import Execution
+    from hqc.stages import Core, Encoder
+
+    class Fixed(Encoder):
+        out_features = 3
+
+        def forward(self, texts):
+            return torch.ones(len(texts), 3)
+
+    class TwoLayers(Core):  # a user's stage: two identical QuantumLayers, summed
+        def build(self, in_features, num_classes):
+            self.a, _ = _layer()
+            self.b, _ = _layer()
+            return 2
+
+        def forward(self, x):
+            return self.a(x) - self.b(x)
+
+    model = Classifier(Fixed(), TwoLayers(), execution=Execution(shots=16, seed=3)).double()
+    assert model.core.a.execution.shots == 16 and model.core.b.sampler is not None
+    with torch.no_grad():
+        out = model.core(torch.rand(50, 3, dtype=torch.float64))
+    assert out.abs().sum() > 0  # same exact values, different shot draws

@@ -11,6 +11,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal
 
+import numpy as np
 import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
@@ -21,7 +22,10 @@ from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 from torch import nn
 
+from hqc.errors import UserError
 from hqc.quantum.circuits import amplitude_loader, amplitude_loader_angles
+from hqc.quantum.execution import Execution
+from hqc.quantum.shots import ShotSampler
 from hqc.quantum.torch_qnn import TorchQNN
 
 BACKENDS = ("torch", "qiskit")
@@ -82,6 +86,8 @@ class QuantumLayer(nn.Module):
         self.weight_params = list(weight_params)
         self.qnn: EstimatorQNN | None = None
         self.net: nn.Module
+        self.execution = Execution()
+        self.sampler: ShotSampler | None = None
         if backend == "torch":
             self.net = TorchQNN(
                 circuit, self.observables, input_params, weight_params, initial_weights
@@ -107,22 +113,65 @@ class QuantumLayer(nn.Module):
         """Exact expectation values on Aer's statevector, no shot noise (``default_precision=0``).
 
         Aer runs the parameter-shift jobs about 1.5x faster than the reference ``QMLEstimator``
-        with identical values. The single place where a sampled or noisy estimator will
-        replace the exact one.
+        with identical values. Shots and noise come from :meth:`set_execution`, the same for
+        both backends.
         """
         return AerEstimator(options={"default_precision": 0.0})
 
-    def qiskit_circuit(self) -> tuple[QuantumCircuit, list[Parameter]]:
+    def set_execution(self, execution: Execution, stream: int = 0) -> None:
+        """Run with ``execution``'s shots and noise from now on (the Classifier calls this).
+
+        ``stream`` gives each layer of a model its own shot generator under one seed. Noise
+        swaps :attr:`net` for a :class:`~hqc.quantum.density.DensityQNN` (torch density
+        matrices, autograd) holding the current weights, and back to :class:`TorchQNN`
+        without noise; the weights stay ``net.weight``, so checkpoints load either way.
+
+        Raises:
+            UserError: shots with a multi-term observable, or noise on the Qiskit backend.
+        """
+        seed = int(np.random.SeedSequence([execution.seed, stream]).generate_state(1)[0])
+        shots = execution.shots
+        self.sampler = None if shots is None else ShotSampler(self.observables, shots, seed)
+        if execution.noise != self.execution.noise:
+            if self.qnn is not None:
+                raise UserError(
+                    "execution.noise trains on hqc's torch density-matrix path: set the "
+                    "quantum stages' backend: torch"
+                )
+            weights = self.weight.detach().clone()
+            if execution.noise is None:
+                self.net = TorchQNN(
+                    self.circuit, self.observables, self.input_params, self.weight_params, weights
+                )
+            else:
+                from hqc.quantum.density import DensityQNN
+
+                self.net = DensityQNN(
+                    self.circuit,
+                    self.observables,
+                    self.input_params,
+                    self.weight_params,
+                    noise=execution.noise,
+                    initial_weights=weights,
+                )
+            self.net.to(weights.device)
+        self.execution = execution
+
+    def qiskit_circuit(self, bind_weights: bool = True) -> tuple[QuantumCircuit, list[Parameter]]:
         """The circuit with the current weights bound, and its free input parameters in order.
 
         With amplitude encoding the :func:`~hqc.quantum.circuits.amplitude_loader` comes first
         and its angles lead the inputs; :meth:`qiskit_inputs` computes their values. This is
-        what runs elsewhere: a noisy Aer simulation, an export, a hardware backend.
+        what runs elsewhere: a noisy Aer simulation, an export, a hardware backend. With
+        ``bind_weights=False`` the weights stay free (``weight_params``): compile once, bind
+        new weights per run.
         """
         circuit, inputs = self.circuit, list(self.input_params)
         if self.amplitude_encoded:
             loader, angles = amplitude_loader(circuit.num_qubits)
             circuit, inputs = loader.compose(circuit), [*angles, *inputs]
+        if not bind_weights:
+            return circuit, inputs
         values = self.weight.detach().double().cpu().tolist()
         bound = circuit.assign_parameters(dict(zip(self.weight_params, values, strict=True)))
         return bound, inputs
@@ -159,9 +208,11 @@ class QuantumLayer(nn.Module):
                 f"(amplitude_encoded={self.amplitude_encoded})"
             )
         if self.qnn is None:
-            return self.net(inputs, initial_state)
-        if initial_state is not None:
-            inputs = self.qiskit_inputs(inputs, initial_state)
-        # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
-        self.qnn.input_gradients = inputs.requires_grad
-        return self.net(inputs).to(self.weight.dtype)
+            out = self.net(inputs, initial_state)
+        else:
+            if initial_state is not None:
+                inputs = self.qiskit_inputs(inputs, initial_state)
+            # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
+            self.qnn.input_gradients = inputs.requires_grad
+            out = self.net(inputs).to(self.weight.dtype)
+        return out if self.sampler is None else self.sampler(out)
