@@ -1,0 +1,105 @@
+"""NoisyAerValidation: exact agreement without noise, noise moving accuracy, metrics in a fit."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from hqc.errors import UserError
+from hqc.main import main
+from hqc.noise import NoisyAerValidation
+from hqc.noise.spec import NoiseSpec
+
+ROOT = Path(__file__).parents[1]
+# 3 qubits, one re-upload: the smallest hybrid head (a linear projection feeds the PQC).
+SMALL = [
+    "--model.init_args.projection.init_args.out_features", "3",
+    "--model.init_args.core.init_args.reuploads", "1",
+    "--model.init_args.core.init_args.layers", "1",
+    "--model.init_args.core.init_args.connectivity", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HQC_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def _args(data_dir: Path, root: Path, *extra: str) -> list[str]:
+    return [
+        "--config", str(ROOT / "configs/projection.yaml"), *SMALL,
+        "--data.init_args.source", str(data_dir),
+        "--data.init_args.per_class", "4",
+        "--data.init_args.batch_size", "8",
+        "--trainer.default_root_dir", str(root),
+        "--trainer.enable_progress_bar", "false",
+        *extra,
+    ]  # fmt: skip
+
+
+def _metrics(model, loader) -> tuple[torch.Tensor, dict[str, float]]:
+    model.eval()
+    with torch.no_grad():
+        logits = torch.cat([model(batch["text"]) for batch in loader])
+    labels = torch.cat([batch["label"] for batch in loader])
+    acc = float((logits.argmax(1) == labels).float().mean())
+    return logits, {"acc": acc, "loss": float(torch.nn.functional.cross_entropy(logits, labels))}
+
+
+def test_noise_drives_noisy_accuracy_to_chance_and_leaves_the_exact_model_alone(
+    tiny_data_dir, tmp_path
+):
+    extra = ("--data.init_args.per_class", "12", "--trainer.max_epochs", "10")
+    cli = main(["fit", *_args(tiny_data_dir, tmp_path, *extra)])
+    model, loader = cli.model, cli.datamodule.test_dataloader()  # 16 sentences, 8 per class
+    logits, exact = _metrics(model, loader)
+    assert exact["acc"] > 0.75  # trained well above chance, so chance below is the noise's doing
+
+    clean = NoisyAerValidation(NoiseSpec(), shots=None).evaluate(model, [loader])
+    assert clean["acc"] == exact["acc"] and clean["loss"] == pytest.approx(exact["loss"], abs=1e-6)
+
+    full = NoiseSpec(gate_error_1q=2 / 3, gate_error_2q=0.8)  # fully depolarising gates
+    for noise, shots in ((full, None), (NoiseSpec(readout_error=0.5), 256)):
+        noisy = NoisyAerValidation(noise, shots=shots).evaluate(model, [loader])
+        assert noisy["acc"] == 0.5  # every Z is 0 (up to shots): one class for every sentence
+
+    losses = [
+        NoisyAerValidation(NoiseSpec(readout_error=p), shots=None).evaluate(model, [loader])["loss"]
+        for p in (0.0, 0.15, 0.3)
+    ]
+    assert losses[0] < losses[1] < losses[2]  # readout flips shrink the margin the model learnt
+    after, again = _metrics(model, loader)
+    torch.testing.assert_close(after, logits, rtol=0, atol=0)  # quantum layers restored
+    assert again == exact
+
+
+def test_fit_with_a_noise_preset_logs_exact_and_noisy_metrics(tiny_data_dir, tmp_path):
+    preset = tmp_path / "tiny_noise.yaml"
+    config = yaml.safe_load((ROOT / "configs/noise/ibm_heron.yaml").read_text())
+    config["model"]["init_args"]["execution"]["shots"] = 64
+    preset.write_text(yaml.safe_dump(config))
+    args = _args(tiny_data_dir, tmp_path, "--config", str(preset), "--trainer.max_epochs", "2")
+    cli = main(["fit", *args])
+    assert cli.model.core.layer.execution.shots == 64
+    (callback,) = [c for c in cli.trainer.callbacks if isinstance(c, NoisyAerValidation)]
+    assert callback.noise.gate_error_2q == pytest.approx(3.9e-3)
+    rows = list(csv.DictReader((tmp_path / "csv/version_0/metrics.csv").open()))
+    val_rows = [r for r in rows if r.get("val_noisy/acc")]
+    assert len(val_rows) == 2  # one per epoch, no sanity-check pass
+    for row in val_rows:
+        assert row["val/acc"] != ""  # exact and noisy side by side
+        assert 0 <= float(row["val_noisy/acc"]) <= 1 and float(row["val_noisy/seconds"]) > 0
+    assert any(r.get("test_noisy/acc") for r in rows) and any(r.get("test/acc") for r in rows)
+
+
+def test_callback_settings_are_checked():
+    with pytest.raises(UserError, match=r"NoisyAerValidation\.shots"):
+        NoisyAerValidation(NoiseSpec(), shots=0)
+    with pytest.raises(UserError, match=r"every_n_epochs"):
+        NoisyAerValidation(NoiseSpec(), every_n_epochs=0)
+    with pytest.raises(UserError, match="no such preset"):
+        NoisyAerValidation("ionq_forte_9000")
