@@ -8,8 +8,12 @@ overrides such as ``--data.init_args.source DIR``) are passed to the config pars
 
     python -m hqc.export export --config configs/hybrid.yaml --ckpt_path CKPT --out export/hybrid
     python -m hqc.export run --config configs/hybrid.yaml --ckpt_path CKPT --out runs/fez \
-        --backend heavy_hex --shots 1000
+        --backend fake:FakeFez --shots 1024 --limit 640
     python -m hqc.export scaling --out results/export
+
+``run`` takes a built-in target name, ``fake:<FakeBackend>`` or the class path of any
+``BackendV2``; a cloud backend is created by its provider's own classes (see
+:mod:`hqc.export.backend_run`). Each command prints what it wrote as JSON.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hqc.errors import UserError, run_guarded
 from hqc.export.backend_run import SamplerEvaluator, evaluate_test_split
@@ -26,6 +32,9 @@ from hqc.export.export import export_model, load_checkpoint
 from hqc.export.report import head_report
 from hqc.export.scaling import plot_scaling, scaling_rows
 from hqc.export.targets import BUILTIN_TARGETS, resolve_target
+
+#: Shots per circuit and sentence when neither ``--shots`` nor the config sets them.
+DEFAULT_SHOTS = 1024
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,9 +61,23 @@ def _parser() -> argparse.ArgumentParser:
         help=f"built-in {list(BUILTIN_TARGETS)} or class paths of Target/BackendV2",
     )
     export.add_argument("--power_w", type=float, help="system power replacing the documented one")
-    run.add_argument("--backend", default="heavy_hex", help="heavy_hex or a BackendV2 class path")
-    run.add_argument("--shots", type=int, default=1000)
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument(
+        "--backend",
+        default="heavy_hex",
+        help="heavy_hex, heavy_hex_generic, fake:<FakeBackend> or a BackendV2 class path",
+    )
+    run.add_argument(
+        "--shots",
+        type=int,
+        help=f"shots per circuit and sentence (default: the config's "
+        f"model.init_args.execution.shots, else {DEFAULT_SHOTS})",
+    )
+    run.add_argument("--seed", type=int, default=0, help="transpiler and simulator seed")
+    run.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate only the first LIMIT test sentences (rounded up to whole batches)",
+    )
     scaling = commands.add_parser("scaling", help="plot fidelity and time vs qubits")
     scaling.add_argument("--out", required=True)
     scaling.add_argument("--qubits", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16, 20, 24])
@@ -78,18 +101,47 @@ def main(argv: Sequence[str] | None = None) -> dict:
         devices = [resolve_target(name) for name in args.targets]
         texts = cli.datamodule.test_data.texts
         _, summary = head_report(model, list(texts), devices, out, args.power_w)
-        manifest["summary"] = summary
-        return manifest
+        return {
+            "manifest": str(out / "manifest.json"),
+            "stages": [stage["module"] for stage in manifest["quantum_stages"]],
+            "summary": summary,
+        }
     device = resolve_target(args.backend)
     if device.backend is None:
         raise UserError(f"--backend {args.backend!r} is a Target without a backend to run on")
-    evaluate = SamplerEvaluator(device.backend, args.shots, out / "cache", args.seed)
-    metrics = evaluate_test_split(model, cli.datamodule, evaluate)
-    result = {"backend": device.name, "shots": args.shots, "pubs_run": evaluate.pubs_run, **metrics}
+    shots = args.shots or _config_shots(cli.config) or DEFAULT_SHOTS
+    evaluate = SamplerEvaluator(device.backend, shots, out / "cache", args.seed)
+    batches = None
+    sentences = len(cli.datamodule.test_data.texts)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise UserError(f"--limit must be >= 1, got {args.limit}")
+        batches = -(-args.limit // cli.datamodule.batch_size)
+        sentences = min(sentences, batches * cli.datamodule.batch_size)
+    start = time.perf_counter()
+    metrics = evaluate_test_split(model, cli.datamodule, evaluate, batches)
+    result = {
+        "backend": device.name,
+        "shots": shots,
+        "sentences": sentences,
+        "pubs_run": evaluate.pubs_run,
+        "seconds": time.perf_counter() - start,
+        **metrics,
+    }
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     return result
 
 
+def _config_shots(config: Any) -> int | None:
+    """``model.init_args.execution.shots`` of a parsed config, where it is set."""
+    execution = (config.model.get("init_args") or {}).get("execution")
+    return None if execution is None else execution.get("shots")
+
+
+def _print_main() -> None:
+    print(json.dumps(main(), indent=2, default=str))
+
+
 if __name__ == "__main__":
-    run_guarded(main)
+    run_guarded(_print_main)

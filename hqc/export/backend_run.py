@@ -72,7 +72,7 @@ class SamplerEvaluator:
         backend: any ``BackendV2``.
         shots: shots per circuit and input row.
         cache_dir: where finished PUB results are kept (None: no cache).
-        seed: simulator seed (fake backends) and transpiler seed.
+        seed: transpiler seed, and simulator seed where the backend has one (fake backends).
         optimization_level: the preset pass manager's level.
     """
 
@@ -90,9 +90,10 @@ class SamplerEvaluator:
         self.shots = shots
         self.seed = seed
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        self.sampler = BackendSamplerV2(
-            backend=backend, options={"default_shots": shots, "seed_simulator": seed}
-        )
+        options: dict[str, Any] = {"default_shots": shots}
+        if hasattr(backend.options, "seed_simulator"):  # simulators only; a QPU takes no seed
+            options["seed_simulator"] = seed
+        self.sampler = BackendSamplerV2(backend=backend, options=options)
         self.pass_manager = generate_preset_pass_manager(
             optimization_level, backend=backend, seed_transpiler=seed
         )
@@ -145,12 +146,23 @@ def route_through(model: LightningModule, evaluate: Any) -> list[str]:
 
 
 def evaluate_test_split(
-    model: LightningModule, datamodule: LightningDataModule, evaluate: SamplerEvaluator
+    model: LightningModule,
+    datamodule: LightningDataModule,
+    evaluate: SamplerEvaluator,
+    limit_batches: int | None = None,
 ) -> dict[str, float]:
-    """The test split's metrics with every quantum stage run through ``evaluate``."""
+    """The test split's metrics with every quantum stage run through ``evaluate``.
+
+    ``limit_batches``: only the first that many test batches (the test loader is unshuffled, so
+    a rerun with a larger limit reuses every cached batch).
+    """
     route_through(model, evaluate)
     trainer = Trainer(
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        accelerator="cpu",
+        limit_test_batches=limit_batches,
     )
     (metrics,) = trainer.test(model, datamodule=datamodule, verbose=False)
     return metrics

@@ -4,12 +4,16 @@ For every quantum stage and target: the transpiled circuit (written as QPY for t
 run), depth, gate counts, SWAPs and fidelity (:mod:`hqc.export.resources`). For every target:
 the shots one sentence needs for the readout to separate its classes, wall-clock and energy per
 sentence and per test split, beside the measured time of the same head simulated in hqc on this
-CPU (and that time × a stated CPU power).
+CPU (and that time × a stated CPU power). Every stage runs the same shots per sentence; the
+shots are those the readout needs at the whole head's fidelity
+(:func:`~hqc.export.resources.shots_to_separate`), a lower bound, as the earlier stages' own
+shot noise is not counted.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -70,7 +74,7 @@ def head_report(
     circuits = []
     summary = []
     for device in devices:
-        stem = device.name.split(" ")[0]
+        stem = re.sub(r"\W+", "_", device.name.split(" ")[0])
         (out / "transpiled" / stem).mkdir(parents=True, exist_ok=True)
         stage_rows = []
         for name, layer in layers:
@@ -80,13 +84,13 @@ def head_report(
                 qpy.dump(isa, f)
             stage_rows.append(row)
         circuits += stage_rows
+        # the whole head's fidelity (no error in any stage) stands in for the readout's F
+        head_fidelity = float(np.prod([r.fidelity for r in stage_rows]))
         shots = None
         if isinstance(linear, torch.nn.Linear):
             weight = linear.weight.detach().double().numpy()
             bias = linear.bias.detach().double().numpy()
-            shots = int(
-                np.ceil(shots_to_separate(readout_in, weight, bias, stage_rows[-1].fidelity))
-            )
+            shots = int(np.ceil(shots_to_separate(readout_in, weight, bias, head_fidelity)))
         times = [r.shot_time_s for r in stage_rows]
         per_sentence = None if shots is None or None in times else shots * sum(times)
         power = power_w or POWER_W[device_class(device)]
@@ -94,7 +98,7 @@ def head_report(
             {
                 "target": device.name,
                 "class": device_class(device),
-                "head_fidelity": float(np.prod([r.fidelity for r in stage_rows])),
+                "head_fidelity": head_fidelity,
                 "shots_per_sentence": shots,
                 "seconds_per_sentence": per_sentence,
                 "seconds_per_test_set": None if per_sentence is None else per_sentence * len(texts),

@@ -129,13 +129,15 @@ def resources(
 def shots_to_separate(
     expectations: np.ndarray, weight: np.ndarray, bias: np.ndarray, fidelity: float, z: float = 1.96
 ) -> float:
-    """Median shots per sentence for the readout's decision to clear ``z`` standard errors.
+    """Median shots per sentence for the trained decision to clear ``z`` standard errors.
 
-    The noisy expectations are modelled as ``fidelity · e`` (global depolarising). For each
-    sentence the decision is the logit gap ``d = w·(F e) + c`` between its top two classes
-    (``w``, ``c``: their readout rows' difference); with S shots per circuit and independent
-    observables its standard error is ``sqrt(Σ_j w_j² (1 - F² e_j²) / S)``, so
-    ``S = z² Σ_j w_j² (1 - F² e_j²) / d²``.
+    The noisy expectations are modelled as ``F · e`` (global depolarising with the circuit's
+    estimated fidelity F), and undone by the usual rescaling ``ê = m / F`` of the measured
+    mean m (without it a low-fidelity head only reads out its bias). For each sentence the
+    decision is the exact logit gap ``d = w·e + c`` between its top two classes (``w``, ``c``:
+    their readout rows' difference); with S shots per circuit and independent observables the
+    rescaled estimate's standard error is ``sqrt(Σ_j w_j² (1 - F² e_j²) / S) / F``, so
+    ``S = z² Σ_j w_j² (1 - F² e_j²) / (F² d²)``: shots grow as 1/F².
 
     Args:
         expectations: exact ``(N, n_obs)`` expectations feeding a linear readout.
@@ -145,7 +147,7 @@ def shots_to_separate(
         z: standard errors of margin (1.96: 95 % two-sided).
     """
     noisy = fidelity * expectations
-    logits = noisy @ weight.T + bias
+    logits = expectations @ weight.T + bias
     top2 = np.argsort(logits, axis=1)[:, -2:]
     w = weight[top2[:, 1]] - weight[top2[:, 0]]
     gap = (
@@ -153,4 +155,4 @@ def shots_to_separate(
         - np.take_along_axis(logits, top2[:, :1], 1)[:, 0]
     )
     variance = (w**2 * (1 - noisy**2)).sum(1)
-    return float(np.median(z**2 * variance / np.maximum(gap, 1e-12) ** 2))
+    return float(np.median(z**2 * variance / (fidelity * np.maximum(gap, 1e-12)) ** 2))

@@ -5,8 +5,10 @@ an XX rotation), with IonQ Aria's published rates and gate times as instruction 
 resource estimates read every device the same way, from its :class:`~qiskit.transpiler.Target`.
 ``heavy_hex`` (superconducting class): ``qiskit_ibm_runtime``'s ``FakeFez`` (156-qubit Heron r2
 heavy-hex with its calibration snapshot) when the ``hardware`` extra is installed, else a
-``GenericBackendV2`` on a heavy-hex coupling map with CZ/RZ/SX/X. Any other name is a class path
-of a ``Target`` or ``BackendV2`` (or a zero-argument callable returning one).
+``GenericBackendV2`` on a heavy-hex coupling map with CZ/RZ/SX/X (``heavy_hex_generic`` names it
+whatever is installed). ``fake:<Name>`` is any ``qiskit_ibm_runtime.fake_provider`` backend (e.g.
+``fake:FakeTorino``), and any other name is a class path of a ``Target`` or ``BackendV2`` (or a
+zero-argument callable returning one).
 """
 
 from __future__ import annotations
@@ -21,8 +23,12 @@ from qiskit.providers.fake_provider import GenericBackendV2
 from qiskit.transpiler import CouplingMap, InstructionProperties, Target
 
 from hqc.errors import UserError
+from hqc.noise.spec import FAKE_PREFIX, fake_backend
 
+#: One target per device class; ``python -m hqc.export`` reports and plots these by default.
 BUILTIN_TARGETS = ("all_to_all", "heavy_hex")
+#: Other names :func:`resolve_target` knows, for its error message.
+OTHER_TARGETS = ("heavy_hex_generic", f"{FAKE_PREFIX}<FakeBackend>", "a.class.Path")
 
 #: Trapped-ion constants, IonQ Aria, "System timing" / "System fidelity" tables of
 #: https://learn.microsoft.com/azure/quantum/provider-ionq (MicrosoftDocs/quantum-docs,
@@ -72,17 +78,30 @@ def all_to_all_target(num_qubits: int = ION["qubits"]) -> Target:
     return target
 
 
-def heavy_hex_backend() -> BackendV2:
-    """``FakeFez`` (real Heron r2 calibration) if qiskit-ibm-runtime is installed, else generic."""
+def generic_superconducting(coupling_map: CouplingMap) -> BackendV2:
+    """A ``GenericBackendV2`` with Heron's native CZ/RZ/SX/X on ``coupling_map``.
+
+    Its error rates and durations are Qiskit's generic (seeded) ones, and it runs circuits on Aer
+    under the matching noise model: a superconducting-class device without any extra package.
+    """
+    return GenericBackendV2(
+        num_qubits=coupling_map.size(),
+        basis_gates=["cz", "rz", "sx", "x", "id"],
+        coupling_map=coupling_map,
+        seed=0,
+    )
+
+
+def heavy_hex_backend(generic: bool = False) -> BackendV2:
+    """``FakeFez`` (real Heron r2 calibration) if qiskit-ibm-runtime is installed (and not
+    ``generic``), else a generic backend on a distance-7 heavy-hex lattice."""
     try:
+        if generic:
+            raise ImportError
         from qiskit_ibm_runtime.fake_provider import FakeFez
     except ImportError:
-        return GenericBackendV2(
-            num_qubits=(5 * HEAVY_HEX_DISTANCE**2 - 2 * HEAVY_HEX_DISTANCE - 1) // 2,
-            basis_gates=["cz", "rz", "sx", "x", "id"],
-            coupling_map=CouplingMap.from_heavy_hex(HEAVY_HEX_DISTANCE, bidirectional=True),
-            seed=0,
-        )
+        heavy_hex = CouplingMap.from_heavy_hex(HEAVY_HEX_DISTANCE, bidirectional=True)
+        return generic_superconducting(heavy_hex)
     return FakeFez()
 
 
@@ -94,14 +113,18 @@ def resolve_target(name: str) -> DeviceTarget:
     """
     if name == "all_to_all":
         return DeviceTarget(name, all_to_all_target())
-    if name == "heavy_hex":
-        backend = heavy_hex_backend()
+    if name in ("heavy_hex", "heavy_hex_generic"):
+        backend = heavy_hex_backend(generic=name == "heavy_hex_generic")
         return DeviceTarget(f"heavy_hex ({backend.name})", backend.target, backend)
+    if name.startswith(FAKE_PREFIX):
+        backend = fake_backend(name)
+        return DeviceTarget(name, backend.target, backend)
     module_name, _, attribute = name.rpartition(".")
     if not module_name:
         raise UserError(
-            f"unknown target {name!r}: use one of {list(BUILTIN_TARGETS)} or the class path of a "
-            "qiskit Target or BackendV2 (e.g. qiskit_ibm_runtime.fake_provider.FakeTorino)"
+            f"unknown target {name!r}: use one of {[*BUILTIN_TARGETS, *OTHER_TARGETS]}, i.e. the "
+            "class path of a qiskit Target or BackendV2 such as "
+            "qiskit_ibm_runtime.fake_provider.FakeTorino"
         )
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
