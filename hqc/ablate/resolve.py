@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from functools import cache
 from typing import Any
 
@@ -22,8 +23,12 @@ class _ResolvingCLI(HQCLI):
     """Parses and applies hqc's defaults but instantiates nothing (a config costs milliseconds)."""
 
     def init_parser(self, **kwargs: Any) -> Any:
-        """Raise on a bad key instead of printing usage and exiting."""
-        return super().init_parser(**{**kwargs, "exit_on_error": False})
+        """Raise on a bad key instead of printing usage and exiting; no abbreviated keys.
+
+        argparse would take ``--trainer.max_epoch`` for ``--trainer.max_epochs``; a matrix's
+        typo must fail instead.
+        """
+        return super().init_parser(**{**kwargs, "exit_on_error": False, "allow_abbrev": False})
 
     def instantiate_classes(self) -> None:
         """Nothing to build: only the merged config is wanted."""
@@ -60,7 +65,15 @@ def _parse(args: tuple[str, ...], where: str) -> HQCLI:
     try:
         return main(list(args), run=False, cli_class=_ResolvingCLI)
     except (ArgumentError, ValueError) as error:
-        message = str(error).strip().splitlines()[0]
-        raise UserError(f"{where}: {message}") from None
+        raise UserError(f"{where}: {_innermost(error)}") from None
     finally:
         seed_log.setLevel(level)
+
+
+def _innermost(error: Exception) -> str:
+    """jsonargparse's nested message cut to its key path and its most deeply nested complaint."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    keys = re.findall(r'Parser key "([^"]+)"', str(error))
+    depth = max(len(line) - len(line.lstrip()) for line in lines)
+    inner = " ".join(line.strip() for line in lines if len(line) - len(line.lstrip()) == depth)
+    return f"{'.'.join(keys)}: {inner}" if keys else inner
