@@ -103,3 +103,17 @@ def test_callback_settings_are_checked():
         NoisyAerValidation(NoiseSpec(), every_n_epochs=0)
     with pytest.raises(UserError, match="no such preset"):
         NoisyAerValidation("ionq_forte_9000")
+
+
+def test_density_fragment_trains_a_head_under_noise(tiny_data_dir, tmp_path):
+    args = _args(
+        tiny_data_dir, tmp_path, "--config", str(ROOT / "configs/noise/train_density.yaml")
+    )
+    cli = main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "1"])
+    layer = cli.model.core.layer
+    assert type(layer.net).__name__ == "DensityQNN" and layer.execution.noise.gate_error_2q > 0
+    batch = next(iter(cli.datamodule.train_dataloader()))
+    loss = torch.nn.functional.cross_entropy(cli.model.train()(batch["text"]), batch["label"])
+    (grad,) = torch.autograd.grad(loss, layer.weight)
+    assert grad.abs().sum() > 0  # gradients flow through the noisy simulation
+    assert "test_noisy/acc" in cli.trainer.callback_metrics  # after fit, test metrics remain
