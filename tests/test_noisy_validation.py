@@ -82,6 +82,8 @@ def test_fit_with_a_noise_preset_logs_exact_and_noisy_metrics(tiny_data_dir, tmp
     preset = tmp_path / "tiny_noise.yaml"
     config = yaml.safe_load((ROOT / "configs/noise/ibm_heron.yaml").read_text())
     config["model"]["init_args"]["execution"]["shots"] = 64
+    noisy = config["trainer"]["callbacks+"][0]["init_args"]
+    noisy["every_n_epochs"], noisy["test"] = 1, True
     preset.write_text(yaml.safe_dump(config))
     args = _args(tiny_data_dir, tmp_path, "--config", str(preset), "--trainer.max_epochs", "2")
     cli = main(["fit", *args])
