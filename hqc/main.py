@@ -14,7 +14,11 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningCLI
 
 from hqc.callbacks import ConfigSaver, PredictionWriter
+from hqc.errors import UserError, run_guarded
 from hqc.threads import CONCURRENT_RUNS_ENV, apply_threads
+
+#: ``ckpt_path`` values Lightning resolves itself rather than reading as a file path.
+CKPT_ALIASES = ("best", "last", "hpc")
 
 THREADS_HELP = (
     "Torch threads: 'auto' (1 below 12 qubits, else this run's share of the CPU-affinity "
@@ -43,6 +47,10 @@ class HQCLI(LightningCLI):
         )
         parser.add_lightning_class_args(PredictionWriter, "prediction")
         parser.add_argument("--threads", type=int | str, default="auto", help=THREADS_HELP)
+        # K is the data's, never a second setting: any K-class folder trains as it is
+        parser.link_arguments(
+            "data.num_classes", "model.init_args.num_classes", apply_on="instantiate"
+        )
 
     def instantiate_classes(self) -> None:
         """Instantiate, then set torch's threads from the ``threads`` setting (hqc.threads)."""
@@ -53,6 +61,7 @@ class HQCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         """Fixed checkpoint folder per run directory (``--ckpt_path last`` resumes); CSV logs."""
         config = self.config[self.subcommand] if self.subcommand else self.config
+        _check_ckpt_path(config.get("ckpt_path"))
         root = config.trainer.default_root_dir or "runs"
         config.trainer.default_root_dir = root
         for key in ("checkpoint", "last_checkpoint"):
@@ -69,6 +78,14 @@ class HQCLI(LightningCLI):
         checkpoint = self.trainer.checkpoint_callback
         ckpt = "best" if checkpoint is not None and checkpoint.best_model_path else None
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+
+
+def _check_ckpt_path(ckpt_path: str | None) -> None:
+    """A ``ckpt_path`` naming a local file must exist: say so before anything is built."""
+    if ckpt_path is None or ckpt_path in CKPT_ALIASES or ":" in ckpt_path.split("/")[0]:
+        return  # unset, an alias, or a "registry:..."/"s3://..." location Lightning resolves
+    if not Path(ckpt_path).is_file():
+        raise UserError(f"ckpt_path={ckpt_path}: no such checkpoint file")
 
 
 def main(args: ArgsType = None, run: bool = True, cli_class: type[HQCLI] = HQCLI) -> HQCLI:
@@ -89,3 +106,8 @@ def main(args: ArgsType = None, run: bool = True, cli_class: type[HQCLI] = HQCLI
         args=args,
         run=run,
     )
+
+
+def cli() -> None:
+    """The ``hqc`` console script and ``python -m hqc``: :func:`main`, user errors as one line."""
+    run_guarded(main)

@@ -5,7 +5,8 @@
 balanced labels 0 (negative) / 1 (positive), 40 distinct lowercase sentences. With
 ``protocol="paper"`` and ``per_class=4`` it gives 6 train / 2 validation / 32 test.
 
-Also: ``tiny_csv_dir`` (the same data as ``.csv``), ``tiny_rows`` (the data as dicts) and
+Also: ``make_tiny_dir`` (makes that folder anywhere, for module-scoped fixtures),
+``tiny_csv_dir`` (the same data as ``.csv``), ``tiny_rows`` (the data as dicts) and
 ``write_split`` (writes rows to a ``.jsonl``/``.csv`` file, e.g. to make a broken split).
 """
 
@@ -108,6 +109,12 @@ def _tiny_dir(root: Path, suffix: str) -> Path:
     for split, rows in _tiny_splits().items():
         _write_split(root / f"{split}{suffix}", rows)
     return root
+
+
+@pytest.fixture(scope="session")
+def make_tiny_dir() -> Callable[[Path], Path]:
+    """A maker ``make_tiny_dir(root) -> root`` of ``tiny_data_dir``'s folder, for any scope."""
+    return lambda root: _tiny_dir(root, ".jsonl")
 
 
 @pytest.fixture

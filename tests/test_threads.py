@@ -55,12 +55,13 @@ def test_bad_threads_setting_is_a_user_error(bad):
         parse_threads(bad)
 
 
-def test_cli_threads_flag_sets_torch_threads(monkeypatch):
-    config = str(ROOT / "configs/hybrid.yaml")
+def test_cli_threads_flag_sets_torch_threads(monkeypatch, tiny_data_dir):
+    config = ["--config", str(ROOT / "configs/hybrid.yaml"), "--data.init_args.source",
+              str(tiny_data_dir), "--data.init_args.per_class", "4"]  # fmt: skip
     torch.set_num_threads(2)
-    cli = main(["--config", config, "--threads", "1"], run=False)
+    cli = main([*config, "--threads", "1"], run=False)
     assert torch.get_num_threads() == 1
     assert model_qubits(cli.model) == 9  # two 9-qubit sQEs and an 8-qubit core
     torch.set_num_threads(2)
-    main(["--config", config], run=False)  # auto: 9 qubits < 12 -> one thread
+    main(config, run=False)  # auto: 9 qubits < 12 -> one thread
     assert torch.get_num_threads() == 1

@@ -20,18 +20,20 @@ from qiskit.circuit.library import efficient_su2
 from qiskit.exceptions import QiskitError
 from qiskit.quantum_info import SparsePauliOp
 
+from hqc.errors import UserError
+
 ENCODING_GATES = ("ry", "rx", "rz")
 ANSATZES = ("long_range", "nearest_neighbour", "efficient_su2")
 
 
 def _check_at_least(setting: str, value: int, minimum: int) -> None:
     if value < minimum:
-        raise ValueError(f"{setting} must be >= {minimum}, got {value}")
+        raise UserError(f"{setting} must be >= {minimum}, got {value}")
 
 
 def _check_choice(setting: str, value: str, choices: Sequence[str]) -> None:
     if value not in choices:
-        raise ValueError(f"{setting} must be one of {list(choices)}, got {value!r}")
+        raise UserError(f"{setting} must be one of {list(choices)}, got {value!r}")
 
 
 def angle_encoding(
@@ -78,7 +80,7 @@ def num_ansatz_parameters(name: str, num_qubits: int, layers: int, connectivity:
     if name == "long_range":
         _check_at_least("connectivity", connectivity, 1)
         if connectivity >= num_qubits:
-            raise ValueError(
+            raise UserError(
                 f"connectivity must be < num_qubits ({num_qubits}) for the long_range ansatz "
                 f"(offset d = num_qubits would make CX act on one qubit), got {connectivity}"
             )
@@ -180,7 +182,7 @@ def amplitude_qubits(num_features: int) -> int:
 def check_amplitude_fit(num_features: int, num_qubits: int, truncate: bool) -> None:
     """Raise unless ``num_features`` fit 2^Q amplitudes or ``truncate`` allows dropping some."""
     if num_features > 2 ** _qubits(num_qubits) and not truncate:
-        raise ValueError(
+        raise UserError(
             f"{num_features} features do not fit the 2^{num_qubits} = {2**num_qubits} "
             f"amplitudes of {num_qubits} qubits: use more qubits or set truncate=True"
         )
@@ -282,10 +284,10 @@ def z_observables(num_qubits: int, qubits: Sequence[int] = (0,)) -> list[SparseP
     """Pauli-Z on each of ``qubits`` (default qubit 0, the paper's Q_m = 1), in that order."""
     _qubits(num_qubits)
     if not qubits:
-        raise ValueError("measured qubits must name at least one qubit")
+        raise UserError("measured qubits must name at least one qubit")
     missing = [q for q in qubits if not 0 <= q < num_qubits]
     if missing:
-        raise ValueError(f"measured qubits {missing} do not exist on {num_qubits} qubits")
+        raise UserError(f"measured qubits {missing} do not exist on {num_qubits} qubits")
     return [SparsePauliOp.from_sparse_list([("Z", [q], 1.0)], num_qubits) for q in qubits]
 
 
@@ -298,12 +300,12 @@ def pauli_observables(
     """
     _qubits(num_qubits)
     if not observables:
-        raise ValueError("observables must contain at least one observable")
+        raise UserError("observables must contain at least one observable")
     try:
         ops = [SparsePauliOp(o) if isinstance(o, str) else o for o in observables]
     except QiskitError as error:
-        raise ValueError(f"observables must be Pauli labels such as 'IIZ': {error}") from error
+        raise UserError(f"observables must be Pauli labels such as 'IIZ': {error}") from error
     wrong = [str(o.paulis[0]) for o in ops if o.num_qubits != num_qubits]
     if wrong:
-        raise ValueError(f"observables {wrong} do not act on exactly {num_qubits} qubits")
+        raise UserError(f"observables {wrong} do not act on exactly {num_qubits} qubits")
     return ops

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from hqc.errors import UserError
 from hqc.quantum.circuits import (
     amplitude_encode,
     amplitude_qubits,
@@ -64,9 +65,9 @@ class SimulatedQuantumEncoders(Projection):
     ) -> None:
         super().__init__()
         if encoders < 1:
-            raise ValueError(f"encoders must be >= 1, got {encoders}")
+            raise UserError(f"encoders must be >= 1, got {encoders}")
         if fusion not in FUSIONS:
-            raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
+            raise UserError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
         self.encoders = encoders
         self.qubits = qubits
         self.truncate = truncate
