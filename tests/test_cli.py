@@ -65,14 +65,17 @@ def test_qiskit_config_first_batch_loss_equals_torch_backend(tiny_data_dir, tmp_
         assert cli.trainer.state.finished and "test/acc" in cli.trainer.callback_metrics
         (recorder,) = [c for c in cli.trainer.callbacks if hasattr(c, "losses")]
         losses[name] = recorder.losses
-    assert type(cli.model.core.layer.net).__name__ == "TorchConnector"
+    from qiskit_machine_learning.connectors import TorchConnector
+
+    assert isinstance(cli.model.core.layer.net, TorchConnector)
     assert len(losses["hybrid_qiskit"]) == 1
     assert losses["hybrid_qiskit"][0] == pytest.approx(losses["hybrid"][0], abs=1e-5)
 
 
-def test_parameter_matched_classical_head():
+def test_parameter_matched_classical_head(tiny_data_dir):
     classical = yaml.safe_load((ROOT / "configs/classical.yaml").read_text())
-    model = main(["--config", str(ROOT / "configs/hybrid.yaml")], run=False).model
+    args = tiny_args(ROOT / "configs/hybrid.yaml", tiny_data_dir, "runs")
+    model = main(args, run=False).model
     total = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert classical["model"]["init_args"]["core"]["init_args"]["parameters"] == total
 
@@ -139,6 +142,36 @@ def test_predict_writes_labels_and_probabilities(tiny_data_dir, tmp_path):
         assert int(r["label"]) == probs.index(max(probs))
 
 
+def test_any_number_of_classes_trains_without_a_setting(write_split, tmp_path, monkeypatch):
+    """A 3-class folder: num_classes comes from the data; fit, test and predict run end to end."""
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    topics = ["football match goal", "recipe kitchen oven", "guitar song album"]
+    rows = [{"text": f"{topics[i % 3]} {i}", "label": i % 3} for i in range(36)]
+    data = tmp_path / "three"
+    data.mkdir()
+    for split, part in {"train": rows[:24], "validation": rows[24:30], "test": rows[30:]}.items():
+        write_split(data / f"{split}.jsonl", part)
+    args = tiny_args(ROOT / "configs/hybrid.yaml", data, tmp_path, "--data.init_args.per_class",
+                     "8", "--model.init_args.encoder", "user_components.HashEncoder")  # fmt: skip
+    fit = main(["fit", *args, "--trainer.max_epochs", "1"])
+    assert fit.model.num_classes == 3 and fit.model.readout.linear.out_features == 3
+    assert {"test/acc", "test/f1"} <= set(fit.trainer.callback_metrics)
+    tested = main(["test", *args, "--ckpt_path", str(tmp_path / "checkpoints/last.ckpt")])
+    assert "test/acc" in tested.trainer.callback_metrics
+    sentences = tmp_path / "new.txt"
+    sentences.write_text("a late goal in the match\nan oven recipe\n")
+    out = tmp_path / "predictions.csv"
+    last = str(tmp_path / "checkpoints/last.ckpt")
+    main(["predict", *args, "--ckpt_path", last, "--data.init_args.predict_file", str(sentences),
+          "--prediction.output", str(out)])  # fmt: skip
+    predictions = list(csv.DictReader(out.open()))
+    assert len(predictions) == 2
+    for r in predictions:
+        probs = [float(r[f"prob_{k}"]) for k in range(3)]
+        assert sum(probs) == pytest.approx(1, abs=1e-5)
+        assert int(r["label"]) == probs.index(max(probs))
+
+
 @pytest.mark.parametrize("subcommand", ["validate", "test"])
 def test_validate_and_test_from_a_checkpoint(subcommand, tiny_data_dir, tmp_path):
     config = ROOT / "configs/classical.yaml"
@@ -186,8 +219,8 @@ def test_bad_config_value_names_the_setting(tiny_data_dir, tmp_path, capsys):
     assert "hidden" in capsys.readouterr().err
 
 
-def test_trainable_encoder_gets_its_own_learning_rate():
-    cli = main(["--config", str(ROOT / "configs/finetune.yaml")], run=False)
+def test_trainable_encoder_gets_its_own_learning_rate(tiny_data_dir):
+    cli = main(tiny_args(ROOT / "configs/finetune.yaml", tiny_data_dir, "runs"), run=False)
     optimizer = cli.model.configure_optimizers()
     head, encoder = optimizer.param_groups
     assert head["lr"] == 1e-3 and encoder["lr"] == 2e-5
