@@ -9,17 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
-from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
-from qiskit_aer.primitives import EstimatorV2 as AerEstimator
-from qiskit_machine_learning.connectors import TorchConnector
-from qiskit_machine_learning.neural_networks import EstimatorQNN
 from torch import nn
 
 from hqc.errors import UserError
@@ -27,6 +23,9 @@ from hqc.quantum.circuits import amplitude_loader, amplitude_loader_angles
 from hqc.quantum.execution import Execution
 from hqc.quantum.shots import ShotSampler
 from hqc.quantum.torch_qnn import TorchQNN
+
+if TYPE_CHECKING:
+    from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 BACKENDS = ("torch", "qiskit")
 
@@ -41,9 +40,11 @@ class QuantumLayer(nn.Module):
         weight_params: trainable circuit parameters, in the order of :attr:`weight`.
         backend: ``torch`` (:class:`~hqc.quantum.torch_qnn.TorchQNN`, exact, fast) or ``qiskit``
             (``EstimatorQNN`` on an exact statevector estimator with parameter-shift gradients,
-            wrapped by ``TorchConnector``; slow, for cross-checks and later shot/noise studies).
+            wrapped by ``TorchConnector``; slow, for cross-checks and later shot/noise studies;
+            :mod:`hqc.quantum.qiskit_backend`, imported only for this backend).
         initial_weights: starting weights; by default uniform in [-π, π) from torch's global
-            generator, drawn here so that both backends start from the same point under one seed.
+            generator, drawn here in float64 so that both backends, and float32 and float64
+            modules, start from the same point under one seed.
         amplitude_encoded: the circuit starts from a state given per sample as ``forward``'s
             ``initial_state`` (amplitude encoding) instead of |0…0⟩. The torch backend takes the
             amplitudes directly; the Qiskit backend prepends
@@ -55,10 +56,8 @@ class QuantumLayer(nn.Module):
     layer fits a ``.double()`` model, but they carry float32 precision (about 1e-7).
 
     Attributes:
-        circuit: the circuit as given (draw it); on the Qiskit backend with amplitude encoding,
-            ``qnn.circuit`` shows it with the amplitude loader in front.
-        qnn: the ``EstimatorQNN`` (Qiskit backend only, else ``None``): its float64
-            ``forward``/``backward`` are the reference values.
+        circuit: the circuit as given (draw it); ``qiskit_circuit(bind_weights=False)`` shows
+            it with the amplitude loader in front.
     """
 
     def __init__(
@@ -77,14 +76,14 @@ class QuantumLayer(nn.Module):
         if isinstance(observables, SparsePauliOp):
             observables = [observables]
         if initial_weights is None:
-            initial_weights = torch.empty(len(weight_params)).uniform_(-math.pi, math.pi)
+            initial_weights = torch.empty(len(weight_params), dtype=torch.float64)
+            initial_weights = initial_weights.uniform_(-math.pi, math.pi)
         self.backend = backend
         self.circuit = circuit
         self.observables = list(observables)
         self.amplitude_encoded = amplitude_encoded
         self.input_params = list(input_params)
         self.weight_params = list(weight_params)
-        self.qnn: EstimatorQNN | None = None
         self.net: nn.Module
         self.execution = Execution()
         self.sampler: ShotSampler | None = None
@@ -93,30 +92,15 @@ class QuantumLayer(nn.Module):
                 circuit, self.observables, input_params, weight_params, initial_weights
             )
             return
-        input_params = list(input_params)
-        if amplitude_encoded:
-            loader, angles = amplitude_loader(circuit.num_qubits)
-            circuit = loader.compose(circuit)
-            input_params = [*angles, *input_params]
-        self.qnn = EstimatorQNN(
-            circuit=circuit,
-            estimator=self._estimator(),
-            observables=self.observables,
-            input_params=input_params,
-            weight_params=list(weight_params),
-            default_precision=0.0,
-        )
-        self.net = TorchConnector(self.qnn, initial_weights=initial_weights.detach().cpu().numpy())
+        from hqc.quantum.qiskit_backend import QiskitQNN
 
-    @staticmethod
-    def _estimator() -> BaseEstimatorV2:
-        """Exact expectation values on Aer's statevector, no shot noise (``default_precision=0``).
+        program, inputs = self.qiskit_circuit(bind_weights=False)
+        self.net = QiskitQNN(program, self.observables, inputs, self.weight_params, initial_weights)
 
-        Aer runs the parameter-shift jobs about 1.5x faster than the reference ``QMLEstimator``
-        with identical values. Shots and noise come from :meth:`set_execution`, the same for
-        both backends.
-        """
-        return AerEstimator(options={"default_precision": 0.0})
+    @property
+    def qnn(self) -> EstimatorQNN | None:
+        """The Qiskit backend's ``EstimatorQNN`` (else ``None``): float64 reference values."""
+        return getattr(self.net, "qnn", None)
 
     def set_execution(self, execution: Execution, stream: int = 0) -> None:
         """Run with ``execution``'s shots and noise from now on (the Classifier calls this).
@@ -207,12 +191,13 @@ class QuantumLayer(nn.Module):
                 "initial_state must be given exactly when the layer is amplitude_encoded "
                 f"(amplitude_encoded={self.amplitude_encoded})"
             )
-        if self.qnn is None:
-            out = self.net(inputs, initial_state)
-        else:
-            if initial_state is not None:
-                inputs = self.qiskit_inputs(inputs, initial_state)
-            # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
-            self.qnn.input_gradients = inputs.requires_grad
-            out = self.net(inputs).to(self.weight.dtype)
+        out = self._exact(inputs, initial_state)
         return out if self.sampler is None else self.sampler(out)
+
+    def _exact(self, inputs: torch.Tensor, initial_state: torch.Tensor | None) -> torch.Tensor:
+        """Exact expectations through the chosen backend, in :attr:`weight`'s dtype."""
+        if self.backend == "torch":
+            return self.net(inputs, initial_state)
+        if initial_state is not None:
+            inputs = self.qiskit_inputs(inputs, initial_state)
+        return self.net(inputs).to(self.weight.dtype)
