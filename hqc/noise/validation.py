@@ -60,6 +60,7 @@ class _Program:
     circuit: QuantumCircuit
     observables: list[SparsePauliOp]
     columns: np.ndarray  # circuit.parameters' positions among [inputs..., weights...]
+    mixing: np.ndarray | None = None  # exact path: (terms, layer observables) weights
 
 
 class NoisyAerValidation(Callback):
@@ -177,8 +178,8 @@ class NoisyAerValidation(Callback):
                 options={"default_precision": 0.0, "run_options": {"seed_simulator": seed}},
             )
             pub = (program.circuit, [program.observables], rows[:, None, :] if rows.size else None)
-            evs = estimator.run([pub]).result()[0].data.evs
-            return np.broadcast_to(evs, (len(values), len(program.observables)))
+            evs = estimator.run([pub]).result()[0].data.evs @ program.mixing
+            return np.broadcast_to(evs, (len(values), program.mixing.shape[1]))
         sampler = SamplerV2.from_backend(self.backend(), default_shots=self.shots, seed=seed)
         bits = sampler.run([pub]).result()[0].data.meas
         out = np.stack([bits.expectation_values(op) for op in program.observables], -1)
@@ -198,19 +199,31 @@ class NoisyAerValidation(Callback):
         circuit, inputs = layer.qiskit_circuit(bind_weights=False)
         if self.shots is None:
             isa = transpile_to_basis(circuit, self.noise, self.seed)
-            observables = [
-                self._with_readout(op.apply_layout(isa.layout)) for op in layer.observables
-            ]
+            observables, mixing = self._with_readout(
+                [op.apply_layout(isa.layout) for op in layer.observables]
+            )
         else:
             measured, observables = measured_circuit(circuit, layer.observables)
+            mixing = None
             isa = transpile_to_basis(measured, self.noise, self.seed)
         order = {p: i for i, p in enumerate([*inputs, *layer.weight_params])}
         columns = np.array([order[p] for p in isa.parameters], dtype=int)
-        self._programs[name] = _Program(layer, isa, observables, columns)
+        self._programs[name] = _Program(layer, isa, observables, columns, mixing)
         return self._programs[name]
 
-    def _with_readout(self, op: SparsePauliOp) -> SparsePauliOp:
-        """``op`` as read through symmetric bit flips p: each Pauli factor scales by 1 - 2p."""
+    def _with_readout(self, ops: list[SparsePauliOp]) -> tuple[list[SparsePauliOp], np.ndarray]:
+        """``ops`` as read through symmetric bit flips p: their distinct Pauli terms, and the
+        ``(terms, ops)`` weights in which each factor scales by 1 - 2p.
+
+        The estimator sees unit terms (at p = 0.5 every weight is 0, and Qiskit rejects an
+        observable whose coefficients are all zero); the weights apply afterwards.
+        """
         assert isinstance(self.noise, NoiseSpec)  # fake backends need shots (checked above)
-        weight = (op.paulis.x | op.paulis.z).sum(axis=1)
-        return SparsePauliOp(op.paulis, op.coeffs * (1 - 2 * self.noise.readout_error) ** weight)
+        labels = list(dict.fromkeys(label for op in ops for label in op.paulis.to_labels()))
+        mixing = np.zeros((len(labels), len(ops)))
+        for j, op in enumerate(ops):
+            weight = (op.paulis.x | op.paulis.z).sum(axis=1)
+            scale = op.coeffs.real * (1 - 2 * self.noise.readout_error) ** weight
+            for label, value in zip(op.paulis.to_labels(), scale, strict=True):
+                mixing[labels.index(label), j] += value
+        return [SparsePauliOp(label) for label in labels], mixing
