@@ -13,13 +13,12 @@ hardware run resumes without paying for finished batches again.
 from __future__ import annotations
 
 import hashlib
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from qiskit import ClassicalRegister, QuantumCircuit, qpy
+from qiskit import ClassicalRegister, QuantumCircuit, qasm3
 from qiskit.primitives import BackendSamplerV2
 from qiskit.providers import BackendV2
 from qiskit.quantum_info import SparsePauliOp
@@ -107,9 +106,9 @@ class SamplerEvaluator:
         if key not in self._compiled:
             measured, on_bits = measured_circuit(circuit, observables)
             isa = self.pass_manager.run(measured)
-            buffer = io.BytesIO()
-            qpy.dump(isa, buffer)
-            self._compiled[key] = (isa, on_bits, buffer.getvalue())
+            # OpenQASM 3 text names parameters by name only: QPY would carry the circuit's
+            # generated name and the parameters' UUIDs, fresh in every process
+            self._compiled[key] = (isa, on_bits, qasm3.dumps(isa).encode())
         return self._compiled[key]
 
     def __call__(
