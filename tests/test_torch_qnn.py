@@ -445,3 +445,74 @@ def test_empty_batch(distant):
     torch.testing.assert_close(qnn.weight.grad, torch.zeros_like(qnn.weight))
     state = torch.zeros(0, 2**8, dtype=torch.complex64)
     assert qnn(inputs, initial_state=state).shape == (0, len(obs))
+
+
+def weighted_grads(qnn, inputs, state=None):
+    """Gradients of a weighted sum of the outputs: weights, inputs (and the initial state)."""
+    x = inputs.clone().requires_grad_()
+    s = None if state is None else state.clone().requires_grad_()
+    out = qnn(x, s)
+    loss = (out * torch.linspace(0.5, 1.5, out.shape[1], dtype=out.dtype)).sum()
+    return torch.autograd.grad(loss, [qnn.weight, x] + ([] if s is None else [s]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("every", [None, 3])
+@pytest.mark.parametrize(
+    "circuit",
+    [
+        lambda: random_circuit(7, 90, seed=1),
+        lambda: random_circuit(8, 60, seed=2, distant=True),
+        every_gate_circuit,
+        lambda: paper_circuit(9),
+    ],
+    ids=["random", "distant", "every-gate", "paper"],
+)
+def test_adjoint_backward_equals_saved_states(circuit, every, dtype):
+    qc, xs, ws = circuit()
+    obs = random_observables(qc.num_qubits, seed=0)
+    saved = TorchQNN(qc, obs, xs, ws, backward="saved").to(dtype)
+    adjoint = TorchQNN(
+        qc, obs, xs, ws, saved.weight.detach(), backward="adjoint", checkpoint_every=every
+    ).to(dtype)
+    inputs = torch.rand(5, len(xs), dtype=dtype, generator=torch.Generator().manual_seed(0)) * 2
+    expected = weighted_grads(saved, inputs)
+    got = weighted_grads(adjoint, inputs)
+    assert adjoint._memory is None and saved._memory is not None  # the chosen paths ran
+    tol = {"atol": 1e-12, "rtol": 0} if dtype == torch.float64 else {"atol": 1e-6, "rtol": 1e-5}
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, **tol)
+
+
+@pytest.mark.parametrize("complex_state", [False, True])
+def test_adjoint_backward_gradcheck_with_initial_state(complex_state):
+    qc, xs, ws = random_circuit(5, 50, seed=4, distant=True)
+    qnn = TorchQNN(qc, random_observables(5, seed=5), xs, ws, backward="adjoint").double()
+    dtype = torch.complex128 if complex_state else torch.float64
+    state = torch.randn(2, 32, dtype=dtype, requires_grad=True)
+    inputs = torch.rand(2, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, s, w: qnn(x, s), (inputs, state, qnn.weight))
+
+
+def test_auto_backward_switches_to_adjoint_past_the_memory_bound(monkeypatch):
+    from hqc.quantum.torch_qnn import qnn as qnn_module
+
+    qc, xs, ws = paper_circuit(6)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws).double()
+    inputs = torch.rand(4, 6, dtype=torch.float64)
+    expected = weighted_grads(qnn, inputs)
+    assert qnn._memory is not None  # small: block inputs saved
+    monkeypatch.setattr(qnn_module, "SAVED_STATES_MAX_BYTES", qnn._memory.numel() * 8 - 1)
+    qnn._memory = None
+    got = weighted_grads(qnn, inputs)
+    assert qnn._memory is None  # one byte too many: adjoint
+    for e, g in zip(expected, got, strict=True):
+        torch.testing.assert_close(g, e, atol=1e-12, rtol=0)
+
+
+def test_backward_settings_are_checked():
+    qc, xs, ws = paper_circuit(3)
+    with pytest.raises(ValueError, match="backward must be"):
+        TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws, backward="reverse")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws, checkpoint_every=0)

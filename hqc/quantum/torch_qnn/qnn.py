@@ -18,6 +18,9 @@ from hqc.quantum.torch_qnn.gates import Angles, flatten
 from hqc.quantum.torch_qnn.kernels import Evolve, Lease
 from hqc.quantum.torch_qnn.measure import expectations, register_observables
 
+SAVED_STATES_MAX_BYTES = 2 << 30
+"""``backward="auto"`` saves the block inputs while they take at most this many bytes."""
+
 
 class TorchQNN(nn.Module):
     """Expectation values of ``observables`` after ``circuit``, differentiable by autograd.
@@ -34,6 +37,12 @@ class TorchQNN(nn.Module):
         initial_weights: Initial ``weight``; uniform in [-1, 1] when omitted, as TorchConnector.
         real: ``None`` simulates in real arithmetic when every gate is real; ``False`` forces
             complex arithmetic; ``True`` requires a real circuit.
+        backward: ``"saved"`` keeps every fused block's input state for the backward (fastest
+            while they fit in memory), ``"adjoint"`` recomputes them from the output by the
+            blocks' adjoints (O(1) states, so large circuits train in little memory), ``"auto"``
+            saves them while they take at most :data:`SAVED_STATES_MAX_BYTES`.
+        checkpoint_every: With the adjoint backward, also keep every ``k``-th block input to
+            bound the float32 drift of the recomputed states (``None``: none).
 
     Gate angles that are non-affine in the parameters (e.g. ``(π - x)(π - y)`` in
     ``ZZFeatureMap``) work through a slower path: sympy turns them into a torch function evaluated
@@ -49,12 +58,19 @@ class TorchQNN(nn.Module):
         weight_params: Sequence[Parameter] = (),
         initial_weights: torch.Tensor | None = None,
         real: bool | None = None,
+        backward: str = "auto",
+        checkpoint_every: int | None = None,
     ) -> None:
         super().__init__()
         n = circuit.num_qubits
         variables = [*input_params, *weight_params]
         if len(set(variables)) != len(variables):
             raise ValueError("input_params and weight_params must be distinct parameters")
+        if backward not in ("auto", "saved", "adjoint"):
+            raise ValueError(f"backward must be 'auto', 'saved' or 'adjoint', got {backward!r}")
+        if checkpoint_every is not None and checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+        self.backward_mode, self.checkpoint_every = backward, checkpoint_every
         self.num_qubits, self.num_inputs = n, len(input_params)
         angles = Angles({p: i for i, p in enumerate(variables)}, len(input_params))
         gates = flatten(circuit, angles)
@@ -142,9 +158,17 @@ class TorchQNN(nn.Module):
             state = self.prefix.apply(initial_state.to(device, sdtype), cos, sin)
         blocks = [mats[g][per_sample][i].to(sdtype) for g, per_sample, i in self._refs]
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (state, *blocks))
-        memory = self._saved_memory(len(blocks) * batch * dim, sdtype, device) if grad else None
-        state = Evolve.apply(state, steps, memory, *blocks)
+        memory = None
+        if grad and self._saves_states(len(blocks) * batch * dim, sdtype):
+            memory = self._saved_memory(len(blocks) * batch * dim, sdtype, device)
+        state = Evolve.apply(state, steps, memory, self.checkpoint_every, *blocks)
         return expectations(self, state, rdtype).to(inputs.device)
+
+    def _saves_states(self, size: int, dtype: torch.dtype) -> bool:
+        """Whether this forward keeps its ``size`` block-input amplitudes (else: adjoint)."""
+        if self.backward_mode != "auto":
+            return self.backward_mode == "saved"
+        return size * dtype.itemsize <= SAVED_STATES_MAX_BYTES
 
     def _saved_memory(
         self, size: int, dtype: torch.dtype, device: torch.device
