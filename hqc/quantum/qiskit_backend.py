@@ -18,6 +18,8 @@ from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
+from hqc.quantum.batched_gradient import BatchedParamShiftEstimatorGradient
+
 
 def exact_estimator() -> BaseEstimatorV2:
     """Exact expectation values on Aer's statevector, no shot noise (``default_precision=0``).
@@ -30,6 +32,9 @@ def exact_estimator() -> BaseEstimatorV2:
 
 class QiskitQNN(TorchConnector):
     """Expectations ``(B, n_obs)`` by ``EstimatorQNN`` + ``TorchConnector``, differentiable.
+
+    Gradients are parameter-shift with one PUB per batch
+    (:class:`~hqc.quantum.batched_gradient.BatchedParamShiftEstimatorGradient`).
 
     ``forward`` takes the values of all ``input_params`` (amplitude-loader angles included, see
     :meth:`~hqc.quantum.layer.QuantumLayer.qiskit_inputs`). ``TorchConnector`` hard-codes
@@ -47,13 +52,15 @@ class QiskitQNN(TorchConnector):
         weight_params: Sequence[Parameter],
         initial_weights: torch.Tensor,
     ) -> None:
+        estimator = exact_estimator()
         qnn = EstimatorQNN(
             circuit=circuit,
-            estimator=exact_estimator(),
+            estimator=estimator,
             observables=list(observables),
             input_params=list(input_params),
             weight_params=list(weight_params),
             default_precision=0.0,
+            gradient=BatchedParamShiftEstimatorGradient(estimator),
         )
         super().__init__(qnn, initial_weights=initial_weights.detach().cpu().double().numpy())
         self.qnn = qnn
