@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 import numpy as np
 import torch
@@ -25,9 +25,10 @@ from hqc.quantum.shots import ShotSampler
 from hqc.quantum.torch_qnn import TorchQNN
 
 if TYPE_CHECKING:
-    from qiskit_machine_learning.neural_networks import EstimatorQNN
+    from qiskit_machine_learning.neural_networks import NeuralNetwork
 
-BACKENDS = ("torch", "qiskit")
+Backend = Literal["torch", "qiskit", "torchconnector"]
+BACKENDS = get_args(Backend)
 
 
 class QuantumLayer(nn.Module):
@@ -41,7 +42,10 @@ class QuantumLayer(nn.Module):
         backend: ``torch`` (:class:`~hqc.quantum.torch_qnn.TorchQNN`, exact, fast) or ``qiskit``
             (``EstimatorQNN`` on an exact statevector estimator with parameter-shift gradients,
             wrapped by ``TorchConnector``; slow, for cross-checks and later shot/noise studies;
-            :mod:`hqc.quantum.qiskit_backend`, imported only for this backend).
+            :mod:`hqc.quantum.qiskit_backend`, imported only for this backend), or
+            ``torchconnector`` (``TorchConnector`` over
+            :class:`~hqc.quantum.torch_network.TorchQNNNetwork`: qiskit-machine-learning's
+            integration at torch speed, float32 like ``qiskit``; amplitude loader as ``qiskit``).
         initial_weights: starting weights; by default uniform in [-π, π) from torch's global
             generator, drawn here in float64 so that both backends, and float32 and float64
             modules, start from the same point under one seed.
@@ -66,7 +70,7 @@ class QuantumLayer(nn.Module):
         observables: SparsePauliOp | Sequence[SparsePauliOp],
         input_params: Sequence[Parameter] = (),
         weight_params: Sequence[Parameter] = (),
-        backend: Literal["torch", "qiskit"] = "torch",
+        backend: Backend = "torch",
         initial_weights: torch.Tensor | None = None,
         amplitude_encoded: bool = False,
     ) -> None:
@@ -92,14 +96,17 @@ class QuantumLayer(nn.Module):
                 circuit, self.observables, input_params, weight_params, initial_weights
             )
             return
-        from hqc.quantum.qiskit_backend import QiskitQNN
+        if backend == "qiskit":
+            from hqc.quantum.qiskit_backend import QiskitQNN as Connector
+        else:
+            from hqc.quantum.torch_network import TorchQNNConnector as Connector
 
         program, inputs = self.qiskit_circuit(bind_weights=False)
-        self.net = QiskitQNN(program, self.observables, inputs, self.weight_params, initial_weights)
+        self.net = Connector(program, self.observables, inputs, self.weight_params, initial_weights)
 
     @property
-    def qnn(self) -> EstimatorQNN | None:
-        """The Qiskit backend's ``EstimatorQNN`` (else ``None``): float64 reference values."""
+    def qnn(self) -> NeuralNetwork | None:
+        """The connector's float64 ``NeuralNetwork`` (``EstimatorQNN``, ``TorchQNNNetwork``)."""
         return getattr(self.net, "qnn", None)
 
     def set_execution(self, execution: Execution, stream: int = 0) -> None:

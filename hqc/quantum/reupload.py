@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 
 from hqc.quantum.circuits import pauli_observables, reupload_circuit, z_observables
-from hqc.quantum.layer import QuantumLayer
+from hqc.quantum.layer import Backend, QuantumLayer
 from hqc.stages import Core
 
 
@@ -30,7 +30,8 @@ class ReuploadPQC(Core):
         measured_qubits: Pauli-Z is measured on these qubits (the paper: Q_m = 1, qubit 0).
         observables: Pauli labels in Qiskit order (``"IIIZ"`` = Z on qubit 0 of 4); when
             given, they replace ``measured_qubits``.
-        backend: ``torch`` or ``qiskit`` (see :class:`~hqc.quantum.layer.QuantumLayer`).
+        backend: ``torch``, ``qiskit`` or ``torchconnector`` (see
+            :class:`~hqc.quantum.layer.QuantumLayer`).
 
     Attributes (after ``build``):
         circuit: the whole re-upload circuit, to draw or run elsewhere.
@@ -47,7 +48,7 @@ class ReuploadPQC(Core):
         encoding: Literal["ry", "rx", "rz"] = "ry",
         measured_qubits: Sequence[int] = (0,),
         observables: Sequence[str] | None = None,
-        backend: Literal["torch", "qiskit"] = "torch",
+        backend: Backend = "torch",
     ) -> None:
         super().__init__()
         self.reuploads = reuploads

@@ -15,7 +15,7 @@ from hqc.quantum.circuits import (
     check_amplitude_fit,
     z_observables,
 )
-from hqc.quantum.layer import QuantumLayer
+from hqc.quantum.layer import Backend, QuantumLayer
 from hqc.stages import Projection
 
 FUSIONS = ("concat", "mean")
@@ -39,7 +39,8 @@ class SimulatedQuantumEncoders(Projection):
         measured: Q_c, the number of measured qubits per encoder.
         fusion: ``concat`` (output E·Q_c, the natural reading of the paper) or ``mean``
             (output Q_c, encoders averaged).
-        backend: ``torch`` or ``qiskit`` (see :class:`~hqc.quantum.layer.QuantumLayer`).
+        backend: ``torch``, ``qiskit`` or ``torchconnector`` (see
+            :class:`~hqc.quantum.layer.QuantumLayer`).
         standardize: standardize each embedding feature with running batch statistics before
             amplitude encoding (not in the paper; see REPORT.md).
 
@@ -60,7 +61,7 @@ class SimulatedQuantumEncoders(Projection):
         ansatz: Literal["long_range", "nearest_neighbour", "efficient_su2"] = "long_range",
         measured: int = 4,
         fusion: Literal["concat", "mean"] = "concat",
-        backend: Literal["torch", "qiskit"] = "torch",
+        backend: Backend = "torch",
         standardize: bool = False,
     ) -> None:
         super().__init__()
