@@ -45,7 +45,7 @@ def default_cache_dir() -> Path:
 
 
 def texts_digest(texts: Sequence[str]) -> str:
-    """A digest of the exact texts, in order (order is the row order of the cached tensor)."""
+    """A digest of the exact texts, in order: the name of the cache shard that holds them."""
     h = hashlib.sha256()
     for text in texts:
         h.update(text.encode())
@@ -102,6 +102,7 @@ class SentenceEncoder(Encoder):
             transformer.requires_grad_(False)
             object.__setattr__(self, "_frozen", transformer)
             self._table: dict[str, torch.Tensor] = {}
+            self._shards_loaded = False
             self._identity: str | None = None
 
     @property
@@ -119,21 +120,29 @@ class SentenceEncoder(Encoder):
         return self._identity
 
     def warm(self, texts: Sequence[str], device: torch.device | str = "cpu") -> None:
-        """Load (or compute once and store) the frozen embeddings of ``texts``."""
+        """Load (or compute once and store) the frozen embeddings of ``texts``.
+
+        The cache is a folder of shards per model identity, each holding its texts beside their
+        embeddings; every shard is read, so a new draw of the same corpus (another seed's
+        train/val/test split) encodes nothing, and only sentences never seen get a new shard.
+        """
         if self.trainable:
             return
+        shards = self.cache_dir / self.identity()
+        if not self._shards_loaded:
+            for path in sorted(shards.glob("*.pt")):
+                shard = torch.load(path, map_location="cpu", weights_only=True)
+                self._table.update(zip(shard["texts"], shard["embeddings"], strict=True))
+            self._shards_loaded = True
         missing = sorted({t for t in texts if t not in self._table})
         if not missing:
             return
-        path = self.cache_dir / f"{self.identity()}-{texts_digest(missing)[:24]}.pt"
-        if path.exists():
-            embeddings = torch.load(path, map_location="cpu", weights_only=True)
-        else:
-            embeddings = self._encode(missing, device, progress=True).cpu()
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp{os.getpid()}")
-            torch.save(embeddings, tmp)
-            os.replace(tmp, path)  # atomic: a killed run never leaves a torn cache file
+        embeddings = self._encode(missing, device, progress=True).cpu()
+        shards.mkdir(parents=True, exist_ok=True)
+        path = shards / f"{texts_digest(missing)[:24]}.pt"
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"texts": missing, "embeddings": embeddings}, tmp)
+        os.replace(tmp, path)  # atomic: a killed run never leaves a torn shard
         self._table.update(zip(missing, embeddings, strict=True))
 
     def _encode(

@@ -21,7 +21,7 @@ def test_default_model_is_offline_minilm(frozen):
 def test_cache_miss_then_hit(tmp_path, frozen, monkeypatch):
     encoder = SentenceEncoder(cache_dir=str(tmp_path))
     encoder.warm(TEXTS)
-    files = list(tmp_path.glob("*.pt"))
+    files = list(tmp_path.glob("*/*.pt"))
     assert len(files) == 1
     first = encoder(TEXTS)
     assert first.shape == (4, 384)
@@ -34,7 +34,20 @@ def test_cache_miss_then_hit(tmp_path, frozen, monkeypatch):
     monkeypatch.setattr(again, "_encode", no_encoding)
     again.warm(list(reversed(TEXTS)))  # same texts, other order: same cache entry
     torch.testing.assert_close(again(TEXTS), first)
-    assert list(tmp_path.glob("*.pt")) == files
+    assert list(tmp_path.glob("*/*.pt")) == files
+
+
+def test_another_draw_of_the_corpus_reuses_the_cache(tmp_path, monkeypatch):
+    """Seeds draw other train/val/test splits of one corpus: no split may be encoded twice."""
+    encoder = SentenceEncoder(cache_dir=str(tmp_path))
+    encoder.warm(TEXTS[:3])  # draw 1: train split
+    encoder.warm(TEXTS[3:])  # draw 1: test split
+    first = encoder(TEXTS)
+    again = SentenceEncoder(cache_dir=str(tmp_path))
+    monkeypatch.setattr(again, "_encode", lambda *a, **k: pytest.fail("re-encoded a draw"))
+    again.warm(TEXTS[1:])  # draw 2: a split spanning both shards
+    again.warm(TEXTS[:1])
+    torch.testing.assert_close(again(TEXTS), first)
 
 
 def test_cache_key_follows_texts_and_settings(tmp_path):
@@ -44,7 +57,7 @@ def test_cache_key_follows_texts_and_settings(tmp_path):
     normalized = SentenceEncoder(cache_dir=str(tmp_path), normalize=True)
     assert normalized.identity() != encoder.identity()
     normalized.warm(TEXTS[:2])
-    assert len(list(tmp_path.glob("*.pt"))) == 3
+    assert len(list(tmp_path.glob("*/*.pt"))) == 3
     torch.testing.assert_close(normalized(TEXTS).norm(dim=1), torch.ones(4))
 
 
