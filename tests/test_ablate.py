@@ -321,7 +321,13 @@ def test_ray_executor_runs_the_matrix_on_a_local_instance(tmp_path, tiny_data_di
         ray.shutdown()
 
 
-def test_dry_run_prints_the_run_table_and_runs_nothing(tmp_path, tiny_data_dir, capsys):
+def test_dry_run_prints_the_run_table_and_runs_nothing(
+    tmp_path, tiny_data_dir, capsys, monkeypatch
+):
+    import hqc.ablate.runner as runner
+
+    resolved = []
+    monkeypatch.setattr(runner, "resolved_config", lambda m, run: resolved.append(run.id))
     path = write(tmp_path / "m.yaml", {
         "base": [str(ROOT / "configs/classical.yaml"), str(tiny_base(tmp_path, tiny_data_dir))],
         "seeds": [3, 4], "root": str(tmp_path / "runs"),
@@ -333,3 +339,4 @@ def test_dry_run_prints_the_run_table_and_runs_nothing(tmp_path, tiny_data_dir, 
     assert len(table) == 2 + 4
     assert "| 4 | b | 4 | new |" in table[-1]
     assert not (tmp_path / "runs").exists()
+    assert resolved == ["core-a/seed3", "core-b/seed3"]  # once per cell, not per seed

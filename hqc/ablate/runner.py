@@ -97,14 +97,22 @@ def status(run: Run) -> str:
 
 
 def run_table(matrix: Matrix, planned: Sequence[Run]) -> str:
-    """The runs as a markdown table: levels, seed, status and directory (configs resolved)."""
+    """The runs as a markdown table: levels, seed, status and directory.
+
+    Each cell's config is resolved once, so a bad setting fails here, before anything runs;
+    its runs differ only in what the runner sets itself (seed, directory), which cannot be
+    wrong, and resolving every run cost about 0.4 s each (a minute for 140 runs).
+    """
     factors = list(matrix.factors)
     lines = [
         "| # | " + " | ".join(factors) + " | seed | status | directory |",
         "|---:|" + "---|" * (len(factors) + 3),
     ]
+    checked: set[str] = set()
     for i, run in enumerate(planned, 1):
-        resolved_config(matrix, run)  # a bad setting fails here, before anything runs
+        if run.cell.name not in checked:
+            resolved_config(matrix, run)
+            checked.add(run.cell.name)
         levels = " | ".join(run.cell.levels[f] for f in factors)
         lines.append(f"| {i} | {levels} | {run.seed} | {status(run)} | {run.directory} |")
     return "\n".join(lines)
