@@ -119,6 +119,7 @@ def test_density_fragment_trains_a_head_under_noise(tiny_data_dir, tmp_path):
     args = _args(
         tiny_data_dir, tmp_path, "--config", str(ROOT / "configs/noise/train_density.yaml")
     )
+    args += ["--trainer.default_root_dir", str(tmp_path)]  # the fragment sets runs/train_density
     cli = main(["fit", *args, "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "1"])
     layer = cli.model.core.layer
     assert type(layer.net).__name__ == "DensityQNN" and layer.execution.noise.gate_error_2q > 0
@@ -127,3 +128,94 @@ def test_density_fragment_trains_a_head_under_noise(tiny_data_dir, tmp_path):
     (grad,) = torch.autograd.grad(loss, layer.weight)
     assert grad.abs().sum() > 0  # gradients flow through the noisy simulation
     assert "test_noisy/acc" in cli.trainer.callback_metrics  # after fit, test metrics remain
+
+
+class _Lookup(torch.nn.Module):
+    """A stand-in sentence encoder: text ``"i"`` -> row i of a fixed random table (width 4)."""
+
+    out_features = 4
+    trainable = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+
+    def warm(self, texts, device="cpu") -> None:
+        """Nothing to prepare."""
+
+    def held_out_parameters(self):
+        return iter(())
+
+    def forward(self, texts):
+        return self.table[[int(t) for t in texts]]
+
+
+def _sqe_model():
+    """2-qubit sQE (amplitude-encoded) -> 2-qubit re-upload core: both stages quantum."""
+    from hqc.classifier import Classifier
+    from hqc.quantum.reupload import ReuploadPQC
+    from hqc.quantum.sqe import SimulatedQuantumEncoders
+    from hqc.readout import LinearReadout
+
+    torch.manual_seed(0)
+    sqe = SimulatedQuantumEncoders(encoders=1, layers=1, connectivity=1, measured=2)
+    core = ReuploadPQC(reuploads=1, layers=1, connectivity=1)
+    model = Classifier(_Lookup(), core, projection=sqe, readout=LinearReadout()).eval()
+    loader = [{"text": [str(i) for i in range(16)], "label": torch.arange(16) % 2}]
+    return model, loader
+
+
+def test_sqe_layers_stay_classical_unless_asked():
+    """The paper runs its sQEs classically: by default only the core goes to noisy Aer; with
+    ``classical_encoders=False`` the amplitude loader runs there too, with the same values."""
+    model, loader = _sqe_model()
+    _, exact = _metrics(model, loader)
+    names = {}
+    for classical in (True, False):
+        callback = NoisyAerValidation(NoiseSpec(), shots=None, classical_encoders=classical)
+        names[classical] = [name for name, _ in callback.noisy_layers(model)]
+        clean = callback.evaluate(model, [loader])  # the amplitude loader on Aer too if False
+        assert clean["acc"] == exact["acc"] and clean["loss"] == pytest.approx(exact["loss"])
+        assert sorted(callback._programs) == sorted(names[classical])  # what ran on Aer
+    assert names[True] == ["core.layer"]
+    assert names[False] == ["projection.encoder_layers.0", "core.layer"]
+
+
+def test_a_model_whose_only_quantum_layers_are_sqes_is_refused_by_default():
+    from hqc.classifier import Classifier
+    from hqc.mlp import MLP
+    from hqc.quantum.sqe import SimulatedQuantumEncoders
+
+    sqe = SimulatedQuantumEncoders(encoders=1, layers=1, connectivity=1, measured=2)
+    model = Classifier(_Lookup(), MLP(hidden=0), projection=sqe)
+    with pytest.raises(UserError, match="classical_encoders: false"):
+        NoisyAerValidation(NoiseSpec(), shots=None).evaluate(model, [])
+    assert len(NoisyAerValidation(NoiseSpec(), classical_encoders=False).noisy_layers(model)) == 1
+
+
+def test_fake_backend_callback_runs_on_the_devices_qubits():
+    """fake:FakeManilaV2 (a real calibration, 5 qubits): a 3-qubit layer is laid out on the
+    device, measured through its layout, and its Z values come back shrunk by the noise."""
+    import numpy as np
+    import qiskit_ibm_runtime  # noqa: F401  (in the test extra: this must run, never skip)
+
+    from hqc.quantum.circuits import reupload_circuit, z_observables
+    from hqc.quantum.layer import QuantumLayer
+
+    circuit, inputs, weights = reupload_circuit(3, reuploads=1, layers=1, connectivity=1)
+    torch.manual_seed(0)
+    layer = QuantumLayer(circuit, z_observables(3, [0, 2]), inputs, weights).double()
+    x = torch.rand(12, 3, dtype=torch.float64) * 2 * torch.pi
+    with torch.no_grad():
+        exact = layer(x).numpy()
+    callback = NoisyAerValidation("fake:FakeManilaV2", shots=8192, seed=1)
+    program = callback.compile("layer", layer)
+    assert program.circuit.num_qubits == 5
+    assert set(program.circuit.count_ops()) <= {"rz", "sx", "x", "cx", "measure", "barrier"}
+    noisy = callback.run(program, circuit, layer.observables, x.numpy())
+    # Manila's cx (~1e-2) and readout (~3e-2) errors shrink each |Z| by ~10-15 % (<= 0.14 at
+    # |Z| <= 0.9) and 8192 shots add <= 5 * 0.011; the other observable's values (a wrong bit
+    # order or layout) are > 0.5 away here.
+    assert np.abs(noisy - exact).max() < 0.2
+    assert np.abs(noisy - exact[:, ::-1]).max() > 0.5
+    assert np.abs(noisy).mean() < np.abs(exact).mean()  # noise shrinks, never sharpens

@@ -9,6 +9,13 @@ Conventions that silently go wrong otherwise:
 * Errors attach by gate *name*: a circuit must be transpiled to the spec's basis gates
   (:func:`transpile_to_basis`) or no error is applied at all.
 
+* qiskit-aer 0.18 ignores the angle of a *parametrised* controlled rotation
+  (:data:`AER_UNBOUND_BROKEN`: ``cp, crx, cry, crz, cu1, cu3``) in its primitives: one parameter
+  set silently runs angle 0, several fail with "Result for experiment 1 could not be found". A
+  bound angle is fine, and so are ``cu``, ``rzz`` and the other rotations.
+  :func:`without_aer_broken_gates` rewrites those gates into their definitions; a noise spec
+  refuses them as basis gates (errors attach by name, so they cannot be rewritten there).
+
 :func:`gate_errors` is the one source of the channels: the Aer noise model and hqc's torch
 density-matrix path (:mod:`hqc.quantum.density`) both build on it, so they model the same noise.
 """
@@ -18,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from qiskit import QuantumCircuit, transpile
+from qiskit.circuit import ParameterExpression
 from qiskit.circuit.library import get_standard_gate_name_mapping
 from qiskit.quantum_info import average_gate_fidelity
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
@@ -31,7 +39,21 @@ from qiskit_aer.noise import (
 )
 
 from hqc.errors import UserError
-from hqc.noise.spec import NoiseSpec, fake_backend, resolve
+from hqc.noise.spec import AER_UNBOUND_BROKEN, NoiseSpec, fake_backend, resolve
+
+
+def without_aer_broken_gates(circuit: QuantumCircuit) -> QuantumCircuit:
+    """``circuit`` with every controlled rotation of a free angle that Aer mis-binds
+    (:data:`AER_UNBOUND_BROKEN`) replaced by its definition (rz/ry/p/u and cx); unchanged,
+    the same object, when there is none."""
+    while names := {
+        inst.operation.name
+        for inst in circuit.data
+        if inst.operation.name in AER_UNBOUND_BROKEN
+        and any(isinstance(p, ParameterExpression) and p.parameters for p in inst.operation.params)
+    }:
+        circuit = circuit.decompose(gates_to_decompose=sorted(names))
+    return circuit
 
 
 def gate_errors(spec: NoiseSpec) -> dict[str, QuantumError]:

@@ -28,6 +28,8 @@ PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "noise"
 FAKE_PREFIX = "fake:"
 # Largest error rate a depolarising channel can have: λ ≤ d²/(d²-1) and r = λ(d-1)/d.
 _MAX_RATE = {1: 2 / 3, 2: 4 / 5}
+#: Gates whose free (unbound) angle qiskit-aer 0.18's primitives ignore (see ``hqc.noise.aer``).
+AER_UNBOUND_BROKEN = frozenset({"cp", "crx", "cry", "crz", "cu1", "cu3"})
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,13 @@ class NoiseSpec:
                 raise UserError(f"noise.t2={t2} > 2·t1={2 * t1}: no physical qubit has T2 > 2·T1")
         if not self.basis_gates:
             raise UserError("noise.basis_gates is empty: list the gates circuits run as")
+        broken = sorted(AER_UNBOUND_BROKEN.intersection(self.basis_gates))
+        if broken:
+            raise UserError(
+                f"noise.basis_gates {broken}: qiskit-aer ignores the angle of a parametrised "
+                "controlled rotation, so a circuit transpiled to them would run wrong values; "
+                "use rx/ry/rz/sx/x with cx, cz or ecr"
+            )
         stray = [g for g in self.virtual_gates if g not in self.basis_gates]
         if stray:
             raise UserError(

@@ -6,11 +6,15 @@ would the trained model score on a noisy device?" next to the exact ``val/*`` me
 ``val_noisy/seconds`` (its own wall time per pass).
 
 Every :class:`~hqc.quantum.layer.QuantumLayer` of the model (hqc's stages and a user's own
-alike) is found by :func:`~hqc.export.circuit_layer.quantum_layers`; its circuit with the
-weights left as parameters is transpiled once per fit to the noise model's basis (errors
-attach by gate name), and each pass binds the current weights and the batch's inputs into one
-PUB of shape ``(batch, parameters)``. The classical stages run as they are: the model's
-forward is reused with each quantum layer temporarily replaced by a
+alike) is found by :func:`~hqc.export.circuit_layer.quantum_layers`, except, by default
+(``classical_encoders``), those inside a
+:class:`~hqc.quantum.sqe.SimulatedQuantumEncoders` stage: the paper runs its sQEs classically and
+only the second module on a QPU, and a 9-qubit sQE's amplitude loader is ~1,100 noisy gates per
+sentence on Aer (minutes per validation pass). Those layers run as in training. Each layer sent
+to Aer has its circuit, weights left as parameters, transpiled once per fit to the noise model's
+basis (errors attach by gate name), and each pass binds the current weights and the batch's
+inputs into one PUB of shape ``(batch, parameters)``. The classical stages run as they are: the
+model's forward is reused with each quantum layer temporarily replaced by a
 :class:`~hqc.export.circuit_layer.CircuitLayer` that calls Aer.
 
 * ``shots: k``: Aer's ``SamplerV2`` on the measured circuit
@@ -45,11 +49,12 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from hqc.errors import UserError
 from hqc.export.backend_run import measured_circuit
-from hqc.export.circuit_layer import CircuitLayer, quantum_layers, replace_quantum_layers
+from hqc.export.circuit_layer import CircuitLayer, quantum_layers
 from hqc.noise.aer import simulator, transpile_to_basis
 from hqc.noise.spec import NoiseSpec, resolve
 from hqc.quantum.execution import check_int, check_shots
 from hqc.quantum.layer import QuantumLayer
+from hqc.quantum.sqe import SimulatedQuantumEncoders
 
 
 @dataclass
@@ -76,6 +81,9 @@ class NoisyAerValidation(Callback):
         method: Aer's simulation method, never left to ``automatic``.
         every_n_epochs: evaluate after every n-th validation epoch (and always at test).
         test: also evaluate the test split at ``trainer.test``.
+        classical_encoders: keep the layers of
+            :class:`~hqc.quantum.sqe.SimulatedQuantumEncoders` stages on their training
+            execution (the paper's sQEs run classically); False sends them to noisy Aer too.
     """
 
     def __init__(
@@ -88,6 +96,7 @@ class NoisyAerValidation(Callback):
         ),
         every_n_epochs: int = 1,
         test: bool = True,
+        classical_encoders: bool = True,
     ) -> None:
         check_shots(shots, "NoisyAerValidation.shots")
         check_int(seed, "NoisyAerValidation.seed")
@@ -103,6 +112,7 @@ class NoisyAerValidation(Callback):
         self.method = method
         self.every_n_epochs = every_n_epochs
         self.test = test
+        self.classical_encoders = classical_encoders
         self.passes = 0
         self._backend: AerSimulator | None = None
         self._programs: dict[str, _Program] = {}
@@ -130,18 +140,18 @@ class NoisyAerValidation(Callback):
 
         ``model`` maps a batch's ``text`` to logits (a :class:`~hqc.classifier.Classifier`).
         """
-        originals = quantum_layers(model)
+        originals = self.noisy_layers(model)
         programs = {name: self.compile(name, layer) for name, layer in originals}
         self.passes += 1
-        replace_quantum_layers(
-            model,
-            lambda name, layer: CircuitLayer(
+        for name, layer in originals:
+            parent, _, child = name.rpartition(".")
+            stand_in = CircuitLayer(
                 layer.circuit,
                 layer.observables,
                 layer.amplitude_encoded,
                 partial(self.run, programs[name]),
-            ),
-        )
+            )
+            setattr(model.get_submodule(parent), child, stand_in)
         logits, labels = [], []
         try:
             with torch.no_grad():
@@ -160,6 +170,29 @@ class NoisyAerValidation(Callback):
             "acc": float(multiclass_accuracy(scores, target, classes, average="micro")),
             "f1": float(multiclass_f1_score(scores, target, classes, average="macro")),
         }
+
+    def noisy_layers(self, model: nn.Module) -> list[tuple[str, QuantumLayer]]:
+        """The quantum layers this callback runs on noisy Aer, with their module paths.
+
+        Raises:
+            UserError: none is left (every layer is in an sQE stage and ``classical_encoders``).
+        """
+        layers = quantum_layers(model)
+        if not self.classical_encoders:
+            return layers
+        encoders = [
+            f"{name}."
+            for name, m in model.named_modules()
+            if isinstance(m, SimulatedQuantumEncoders)
+        ]
+        noisy = [(n, layer) for n, layer in layers if not n.startswith(tuple(encoders))]
+        if not noisy:
+            raise UserError(
+                "NoisyAerValidation: every quantum layer of the model is in a "
+                "SimulatedQuantumEncoders stage, which runs classically (classical_encoders: "
+                "true); set classical_encoders: false to run the sQEs on noisy Aer"
+            )
+        return noisy
 
     def run(
         self, program: _Program, _: QuantumCircuit, __: list[SparsePauliOp], values: np.ndarray
