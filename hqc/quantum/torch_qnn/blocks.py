@@ -49,9 +49,20 @@ def _factors(
     re, im, slot = (getattr(module, f"{name}_{part}") for part in ("re", "im", "slot"))
     re, im = re.to(cos.dtype), im.to(cos.dtype)
     a = torch.complex(re, im) if complex_ else re
-    c, s = cos[:, slot], sin[:, slot]
+    c, s = cos.index_select(1, slot), sin.index_select(1, slot)  # backward: one index_add
     coef = torch.stack([torch.ones_like(c), c, s], -1).to(a.dtype)
     return torch.einsum("bfj,fjm->fbm", coef, a)
+
+
+def _bit_reversed(length: int) -> list[int]:
+    """Factor positions ``0..length-1`` (a power of two) in bit-reversed order.
+
+    Stored so, the two contiguous halves of a product's factor list hold neighbours
+    ``(2i, 2i + 1)`` at the same offset, and so at every level of the halving product tree:
+    each level is one ``chunk`` and one batched matmul (no strided slices to scatter back).
+    """
+    bits = length.bit_length() - 1
+    return [int(f"{r:0{bits}b}"[::-1], 2) if bits else 0 for r in range(length)]
 
 
 def _padded(gates: Sequence[FlatGate], depth: int) -> list[tuple[int, Sequence[np.ndarray]]]:
@@ -152,9 +163,12 @@ class BlockGroup(nn.Module):
                 factors[-1] = (slot, [pending @ m for m in mats])
             members.append(list(range(first, len(factors))))
         self.length = 1 << max(math.ceil(math.log2(len(m))) for m in members)
-        index = [m + [len(factors)] * (self.length - len(m)) for m in members]  # pad: identity
-        self.register_buffer("_index", torch.tensor(index).flatten())
-        self.register_buffer("_eye", torch.eye(k).flatten())
+        identity = (0, [eye, zero, zero])
+        factors = [
+            factors[m[r]] if r < len(m) else identity
+            for m in members
+            for r in _bit_reversed(self.length)
+        ]
 
         # layer: per block, per local qubit, `depth` 2x2 factors (identity padded)
         self.depth = max((len(v) for b, _ in layered for v in b.layer.values()), default=0)
@@ -168,25 +182,25 @@ class BlockGroup(nn.Module):
             self, "_l", layer, 4
         )
 
-    def forward(
-        self, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
-        """Matrices of the shared blocks and per-sample ``(B, K, K)`` ones, in block order.
+    def forward(self, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Stacked matrices of the shared blocks ``(S, K, K)`` and per-sample ``(L, B, K, K)``.
 
+        Blocks are in block order. Stacks (not one tensor per block) keep the autograd graph
+        small: one node per group instead of a select and a gradient sum per block.
         ``cos`` and ``sin`` have ``B + 1`` rows; the shared blocks are built from the last one.
         """
         k = 1 << self.width
-        factors = _factors(self, "_a", self.complex, cos[-1:], sin[-1:])[:, 0]
+        factors = _factors(self, "_a", self.complex, cos[-1:], sin[-1:])
         cos, sin = cos[:-1], sin[:-1]
-        prod = torch.cat([factors, self._eye.to(factors.dtype)[None]])[self._index]
-        prod = prod.view(-1, self.length, k, k)
-        while prod.shape[1] > 1:
-            prod = prod[:, 1::2] @ prod[:, 0::2]
+        prod = factors.view(-1, self.length, k, k)
+        while prod.shape[1] > 1:  # bit-reversed storage: the halves pair consecutive factors
+            earlier, later = prod.chunk(2, 1)
+            prod = later @ earlier
         prod = prod[:, 0]
-        shared = prod[: self.n_shared].unbind(0)
-        if not self.n_layered:
-            return shared, ()
+        shared = prod[: self.n_shared]
         batch, n_l = cos.shape[0], self.n_layered
+        if not n_l:
+            return shared, prod.new_empty(0, batch, k, k)
         two = _factors(self, "_l", self.complex, cos, sin)
         two = two.view(n_l, self.width, self.depth, batch, 2, 2)
         layer = two[:, :, 0]
@@ -203,4 +217,4 @@ class BlockGroup(nn.Module):
         after = prod[self.n_shared + n_l :]
         left = torch.bmm(after, kron.transpose(1, 2).reshape(n_l, k, batch * k))
         left = left.view(n_l, k, batch, k).transpose(1, 2).reshape(n_l, batch * k, k)
-        return shared, torch.bmm(left, before).view(n_l, batch, k, k).unbind(0)
+        return shared, torch.bmm(left, before).view(n_l, batch, k, k)

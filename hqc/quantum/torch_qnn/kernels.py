@@ -28,13 +28,50 @@ class Lease:
     released = False
 
 
+class _Views:
+    """Views of the few base tensors of one evolution pass, each made once.
+
+    A view is a dispatcher call (about a microsecond); small circuits are bound by that per-op
+    cost, and every step of a pass reads and writes the same two or three bases.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, base: torch.Tensor, kind: str, arg: int) -> torch.Tensor:
+        """``base`` as ``kind``: "rows" ``(-1, 2**arg)``, "sample" ``(B, -1, 2**arg)`` (and their
+        "_T" transposes), "rot_src"/"rot_dst" the two sides of a rotation by ``arg``, "first"
+        and "half" its rows before and from ``arg``."""
+        key = (base.data_ptr(), base.shape[0], base.is_conj(), kind, arg)
+        view = self._cache.get(key)
+        if view is None:
+            rows, dim = base.shape
+            if kind == "first":
+                view = base[:arg]
+            elif kind == "half":
+                view = base[arg:]
+            elif kind.startswith("rows"):
+                view = base.view(-1, 1 << arg)
+            elif kind.startswith("sample"):
+                view = base.view(rows, dim >> arg, 1 << arg)
+            elif kind == "rot_src":
+                view = base.view(rows, dim >> arg, 1 << arg).transpose(1, 2)
+            else:
+                view = base.view(rows, 1 << arg, dim >> arg)
+            if kind.endswith("_T"):
+                view = view.mT
+            self._cache[key] = view
+        return view
+
+
 class Evolve(torch.autograd.Function):
     """Runs the op list on a state; the hand-written backward avoids per-op autograd overhead.
 
-    ``steps`` are ``("rotate", t)`` or ``(kernel, position, width, per_sample)``, one block matrix
-    per kernel step. ``memory`` (leased) selects the saved-state backward and receives the block
-    inputs; without it a gradient is taken by the adjoint method, with a checkpoint of every
-    ``every``-th block input (``None``: no checkpoints).
+    ``steps`` are ``("rotate", t)`` or ``(kernel, position, width, per_sample)``; the matrix of
+    the ``i``-th kernel step is ``stacks[t][j]`` for ``(t, j) = refs[i]``. ``memory`` (leased)
+    selects the saved-state backward and receives the block inputs; without it a gradient is
+    taken by the adjoint method, with a checkpoint of every ``every``-th block input (``None``:
+    no checkpoints).
     """
 
     @staticmethod
@@ -42,34 +79,48 @@ class Evolve(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx,
         state: torch.Tensor,
         steps: list[tuple],
+        refs: list[tuple[int, int]],
         memory: tuple[torch.Tensor, Lease] | None,
         every: int | None,
-        *mats: torch.Tensor,
+        *stacks: torch.Tensor,
     ) -> torch.Tensor:
         """Apply ``steps`` to ``state``, keeping what the chosen backward needs."""
         keep = any(ctx.needs_input_grad)
         saved = keep and memory is not None
         state = state.contiguous()
-        numel, blocks = state.numel(), iter(mats)
+        batch, dim = state.shape
+        transposed = [s.mT.unbind(0) for s in stacks]
+        blocks = [(transposed[t][j], stacks[t][j]) for t, j in refs]
+        slots = ()
+        if saved:  # one slot per block input
+            slots = memory[0][: len(refs) * state.numel()].view(len(refs), batch, dim).unbind(0)
         buffers = (torch.empty_like(state), torch.empty_like(state))
+        view = _Views()
         inputs, b = [], 0  # saved: every block input; adjoint: the checkpoints
         for s, step in enumerate(steps):
             block = step[0] != "rotate"
             if block and (saved or (keep and every and b % every == 0)):
                 inputs.append(state if saved else state.clone())
             if saved and s + 1 < len(steps) and steps[s + 1][0] != "rotate":
-                out = memory[0][(b + block) * numel :][:numel].view_as(state)  # next block's input
+                out = slots[b + block]  # the next block's input
             else:
                 out = buffers[state.data_ptr() == buffers[0].data_ptr()]
-            if block:
-                state, b = apply_block(state, next(blocks), *step, out=out), b + 1
+            if not block:
+                view(out, "rot_dst", step[1]).copy_(view(state, "rot_src", step[1]))
+            elif step[0] == "low":
+                kind = "sample" if step[3] else "rows"
+                mm = torch.bmm if step[3] else torch.mm
+                mm(view(state, kind, step[2]), blocks[b][0], out=view(out, kind, step[2]))
+                b += 1
             else:
-                state = rotate(state, step[1], out)
-        ctx.steps, ctx.every, ctx.n_mats = steps, every, len(mats)
+                apply_block(state, blocks[b][1], *step, out=out)
+                b += 1
+            state = out
+        ctx.steps, ctx.refs, ctx.every, ctx.n_stacks = steps, refs, every, len(stacks)
         ctx.adjoint = keep and not saved
         ctx.lease = memory[1] if saved else None
         if keep:
-            ctx.save_for_backward(*inputs, *((state,) if ctx.adjoint else ()), *mats)
+            ctx.save_for_backward(*inputs, *((state,) if ctx.adjoint else ()), *stacks)
         return state
 
     @staticmethod
@@ -77,11 +128,13 @@ class Evolve(torch.autograd.Function):
     def backward(
         ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor
     ) -> tuple[torch.Tensor | None, ...]:
-        """Gradients of the initial state and of every block matrix."""
-        saved, adjoint = ctx.saved_tensors, ctx.adjoint
-        n_blocks = ctx.n_mats
-        mats, kept = saved[len(saved) - n_blocks :], saved[: len(saved) - n_blocks]
-        grads: list[torch.Tensor | None] = [None] * n_blocks
+        """Gradients of the initial state and of every stack of block matrices."""
+        saved, adjoint, refs = ctx.saved_tensors, ctx.adjoint, ctx.refs
+        n_blocks, n_stacks = len(refs), ctx.n_stacks
+        stacks, kept = saved[len(saved) - n_stacks :], saved[: len(saved) - n_stacks]
+        wanted = ctx.needs_input_grad[5:]
+        grads = [torch.empty_like(s) if w else None for s, w in zip(stacks, wanted, strict=True)]
+        targets = [g.unbind(0) if g is not None else None for g in grads]
         batch, dim = grad.shape
         n = dim.bit_length() - 1
         checkpoints: dict[int, torch.Tensor] = {}
@@ -93,64 +146,53 @@ class Evolve(torch.autograd.Function):
         else:
             cur = grad.contiguous()
             buffers = (torch.empty_like(cur), torch.empty_like(cur))
+        # the adjoint of a low block right-multiplies by conj(M); per-sample matrices repeat
+        # for the stacked (state, gradient) rows of the adjoint method
+        adjoints = [s.conj() if s.is_complex() else s for s in stacks]
+        adjoints = [
+            (a.repeat(1, 2, 1, 1) if adjoint and a.dim() == 4 else a).unbind(0) for a in adjoints
+        ]
+        view = _Views()
         i = n_blocks
         for step in reversed(ctx.steps):
             spare = buffers[cur.data_ptr() == buffers[0].data_ptr()]
             if step[0] == "rotate":
-                cur = rotate(cur, (n - step[1]) % n, spare)
+                t = (n - step[1]) % n
+                view(spare, "rot_dst", t).copy_(view(cur, "rot_src", t))
+                cur = spare
                 continue
             i -= 1
-            mat, g = mats[i], cur[batch:] if adjoint else cur
+            t, j = refs[i]
+            g = view(cur, "half", batch) if adjoint else cur
+            target = targets[t][j] if targets[t] is not None else None
             if step[0] == "low":
-                new = _adjoint_low(cur, mat, step[2], step[3], spare, 1 + adjoint)
+                width, per_sample = step[2], step[3]
+                kind = "sample" if per_sample else "rows"
+                mm = torch.bmm if per_sample else torch.mm
+                mm(view(cur, kind, width), adjoints[t][j], out=view(spare, kind, width))
+                new = spare
+                x = view(new, "first", batch) if adjoint else kept[i]
                 if adjoint and i in checkpoints:
-                    new[:batch].copy_(checkpoints[i])
-                x = new[:batch] if adjoint else kept[i]
-                if ctx.needs_input_grad[4 + i]:
-                    grads[i] = _matrix_grad(g, x, step[2], step[3])
+                    x.copy_(checkpoints[i])
+                if target is not None:
+                    x = x.conj() if x.is_complex() else x
+                    mm(view(g, kind + "_T", width), view(x, kind, width), out=target)
             else:  # a distant pair is rare: differentiate its kernel with autograd
+                mat = stacks[t][j]
                 x = checkpoints.get(i) if adjoint else kept[i]
                 if x is None:
                     x = apply_block(cur[:batch], mat.conj().mT, *step)
                 with torch.enable_grad():
                     xs, ms = x.detach().requires_grad_(), mat.detach().requires_grad_()
-                    g_in, grads[i] = torch.autograd.grad(apply_block(xs, ms, *step), (xs, ms), g)
+                    g_in, g_mat = torch.autograd.grad(apply_block(xs, ms, *step), (xs, ms), g)
+                if target is not None:
+                    target.copy_(g_mat)
                 new = torch.cat([x, g_in], out=spare) if adjoint else g_in
             cur = new
         if ctx.lease is not None:
             ctx.lease.released = True
         g = cur[batch:] if adjoint else cur
-        return g if ctx.needs_input_grad[0] else None, None, None, None, *grads
-
-
-def _adjoint_low(
-    rows: torch.Tensor,
-    mat: torch.Tensor,
-    width: int,
-    per_sample: bool,
-    out: torch.Tensor,
-    reps: int,
-) -> torch.Tensor:
-    """``rows`` through the adjoint of a low-bit block (``x @ conj(M)`` per ``2**width`` group).
-
-    ``rows`` stacks ``reps`` batches (per-sample matrices ``(B, K, K)`` apply to each).
-    """
-    n_rows, dim = rows.shape
-    k = 1 << width
-    if per_sample:
-        m = mat.conj() if reps == 1 else mat.conj().repeat(reps, 1, 1)
-        shape = (n_rows, dim // k, k)
-        return torch.bmm(rows.view(shape), m, out=out.view(shape)).view(n_rows, dim)
-    return torch.matmul(rows.view(-1, k), mat.conj(), out=out.view(-1, k)).view(n_rows, dim)
-
-
-def _matrix_grad(g: torch.Tensor, x: torch.Tensor, width: int, per_sample: bool) -> torch.Tensor:
-    """Gradient of a low-bit block's matrix from its output gradient ``g`` and input ``x``."""
-    k = 1 << width
-    if per_sample:
-        shape = (x.shape[0], x.shape[1] // k, k)
-        return g.reshape(shape).mT @ x.reshape(shape).conj()
-    return g.reshape(-1, k).mT @ x.reshape(-1, k).conj()
+        return g if ctx.needs_input_grad[0] else None, None, None, None, None, *grads
 
 
 def rotate(state: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:

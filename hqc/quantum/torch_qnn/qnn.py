@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class TorchQNN(nn.Module):
         input_params: Circuit parameters fed from the columns of ``inputs``, in order.
         weight_params: Circuit parameters bound to ``self.weight``, in order.
         initial_weights: Initial ``weight``; uniform in [-1, 1] when omitted, as TorchConnector.
+            Held in torch's default dtype; float64 values survive a later ``.double()`` exactly.
         real: ``None`` simulates in real arithmetic when every gate is real; ``False`` forces
             complex arithmetic; ``True`` requires a real circuit.
         backward: ``"saved"`` keeps every fused block's input state for the backward (fastest
@@ -79,17 +80,20 @@ class TorchQNN(nn.Module):
             raise ValueError(f"real=True but the circuit has a complex gate: {complex_gate.label}")
         self.real = complex_gate is None if real is None else real
 
-        self.weight = nn.Parameter(torch.empty(len(weight_params)))
+        self.weight = nn.Parameter(torch.empty(len(weight_params)))  # torch's default dtype
+        self._initial_weights: torch.Tensor | None = None
         if initial_weights is None:
             nn.init.uniform_(self.weight, -1.0, 1.0)
         else:
-            init = torch.as_tensor(initial_weights, dtype=torch.float32)
+            init = torch.as_tensor(initial_weights).detach()
             if init.shape != self.weight.shape:
                 raise ValueError(
                     f"initial_weights must have shape {tuple(self.weight.shape)}, "
                     f"got {tuple(init.shape)}"
                 )
             self.weight.data.copy_(init)
+            if init.dtype == torch.float64:
+                self._initial_weights = init.to("cpu", copy=True)
 
         if not angles.rows:  # parameter-free blocks still index one (unused) slot
             angles.add(0.0, 1.0, "")
@@ -104,7 +108,8 @@ class TorchQNN(nn.Module):
         width = min(FUSE_QUBITS, n)
         blocks = fuse(gates, n, width)
         plan = schedule(blocks, n)
-        self._steps, self._refs, members = compile_ops(blocks, plan, n)
+        self._steps, refs, members = compile_ops(blocks, plan, n)
+        self._refs = [(2 * g + per_sample, i) for g, per_sample, i in refs]  # (stack, index)
         self.groups = nn.ModuleList(
             BlockGroup(gates, [(blocks[b], plan[b][0]) for b in bs], n) for bs in members
         )
@@ -156,12 +161,12 @@ class TorchQNN(nn.Module):
                 )
             sdtype = rdtype if self.real and not initial_state.is_complex() else cdtype
             state = self.prefix.apply(initial_state.to(device, sdtype), cos, sin)
-        blocks = [mats[g][per_sample][i].to(sdtype) for g, per_sample, i in self._refs]
-        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (state, *blocks))
-        memory = None
-        if grad and self._saves_states(len(blocks) * batch * dim, sdtype):
-            memory = self._saved_memory(len(blocks) * batch * dim, sdtype, device)
-        state = Evolve.apply(state, steps, memory, self.checkpoint_every, *blocks)
+        stacks = [m.to(sdtype) for pair in mats for m in pair]  # (shared, per-sample) per group
+        grad = torch.is_grad_enabled() and any(t.requires_grad for t in (state, *stacks))
+        memory, size = None, len(self._refs) * batch * dim
+        if grad and self._saves_states(size, sdtype):
+            memory = self._saved_memory(size, sdtype, device)
+        state = Evolve.apply(state, steps, self._refs, memory, self.checkpoint_every, *stacks)
         return expectations(self, state, rdtype).to(inputs.device)
 
     def _saves_states(self, size: int, dtype: torch.dtype) -> bool:
@@ -195,6 +200,21 @@ class TorchQNN(nn.Module):
         lease = Lease()
         self._lease = weakref.ref(lease)
         return memory, lease
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> TorchQNN:
+        """``.double()`` of untouched weights restores float64 ``initial_weights`` exactly.
+
+        A float32 module holds them rounded; without this a float64 module built by
+        ``.double()`` (Lightning's ``precision="64-true"`` included) would start from the
+        rounded values, not the ones asked for.
+        """
+        exact, before = self._initial_weights, self.weight.detach()
+        untouched = exact is not None and torch.equal(before.cpu(), exact.to(before.dtype))
+        module = super()._apply(fn, recurse)
+        if untouched and self.weight.dtype == torch.float64:
+            with torch.no_grad():
+                self.weight.copy_(exact)
+        return module
 
     def __getstate__(self) -> dict:
         """Pickle/deepcopy without the reusable memory and its (unpicklable) weak lease."""
