@@ -142,6 +142,15 @@ def test_report_from_a_csv_alone_writes_tables_and_plots(tmp_path, capsys):
     assert _is_png(tmp_path / "screen/m_cells.png")
 
 
+def test_committed_qubit_sweep_table_is_what_its_committed_csv_gives(tmp_path, capsys):
+    """REPORT.md's sweep regenerates without runs/: the committed rows give the committed table."""
+    committed = Path(__file__).parents[1] / "results/ablate"
+    report.report_main([str(committed / "qubits.csv"), "--out", str(tmp_path), "--no-plots"])
+    capsys.readouterr()
+    assert (tmp_path / "qubits.md").read_text() == (committed / "qubits.md").read_text()
+    assert (tmp_path / "qubits.csv").read_text() == (committed / "qubits.csv").read_text()
+
+
 def test_missing_csv_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"nope\.csv"):
         report.report_main([str(tmp_path / "nope.csv")])
