@@ -96,7 +96,7 @@ def main_bench() -> None:
     batch = next(iter(val))
     few = [{key: value[: args.encoder_sentences] for key, value in batch.items()}]
     with_encoders = NoisyAerValidation(args.preset, shots=1024, classical_encoders=False)
-    seconds = timed(with_encoders, model, few)
+    seconds = timed(with_encoders, model, [few])
     times["sQEs on Aer too (classical_encoders=False), per sentence"] = [
         seconds / args.encoder_sentences
     ]
