@@ -50,8 +50,8 @@ def _factors(
     re, im = re.to(cos.dtype), im.to(cos.dtype)
     a = torch.complex(re, im) if complex_ else re
     c, s = cos.index_select(1, slot), sin.index_select(1, slot)  # backward: one index_add
-    coef = torch.stack([torch.ones_like(c), c, s], -1).to(a.dtype)
-    return torch.einsum("bfj,fjm->fbm", coef, a)
+    c, s = c.T.unsqueeze(-1).to(a.dtype), s.T.unsqueeze(-1).to(a.dtype)  # (F, B, 1)
+    return torch.addcmul(torch.addcmul(a[:, :1], c, a[:, 1:2]), s, a[:, 2:])
 
 
 def _bit_reversed(length: int) -> list[int]:
@@ -164,10 +164,10 @@ class BlockGroup(nn.Module):
             members.append(list(range(first, len(factors))))
         self.length = 1 << max(math.ceil(math.log2(len(m))) for m in members)
         identity = (0, [eye, zero, zero])
-        factors = [
+        factors = [  # position-major, so each half of every tree level is contiguous
             factors[m[r]] if r < len(m) else identity
-            for m in members
             for r in _bit_reversed(self.length)
+            for m in members
         ]
 
         # layer: per block, per local qubit, `depth` 2x2 factors (identity padded)
@@ -192,11 +192,12 @@ class BlockGroup(nn.Module):
         k = 1 << self.width
         factors = _factors(self, "_a", self.complex, cos[-1:], sin[-1:])
         cos, sin = cos[:-1], sin[:-1]
-        prod = factors.view(-1, self.length, k, k)
-        while prod.shape[1] > 1:  # bit-reversed storage: the halves pair consecutive factors
-            earlier, later = prod.chunk(2, 1)
-            prod = later @ earlier
-        prod = prod[:, 0]
+        prod = factors.view(self.length, -1, k, k)
+        while prod.shape[0] > 1:  # bit-reversed storage: the halves pair consecutive factors
+            earlier, later = prod.chunk(2, 0)
+            half = earlier.shape[0]
+            prod = torch.bmm(later.flatten(0, 1), earlier.flatten(0, 1)).view(half, -1, k, k)
+        prod = prod[0]
         shared = prod[: self.n_shared]
         batch, n_l = cos.shape[0], self.n_layered
         if not n_l:

@@ -36,14 +36,17 @@ class _Views:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple, torch.Tensor] = {}
+        # id(base) -> (base, {(kind, arg): view}); holding base keeps its id unique for the pass
+        self._cache: dict[int, tuple[torch.Tensor, dict[tuple[str, int], torch.Tensor]]] = {}
 
     def __call__(self, base: torch.Tensor, kind: str, arg: int) -> torch.Tensor:
         """``base`` as ``kind``: "rows" ``(-1, 2**arg)``, "sample" ``(B, -1, 2**arg)`` (and their
         "_T" transposes), "rot_src"/"rot_dst" the two sides of a rotation by ``arg``, "first"
         and "half" its rows before and from ``arg``."""
-        key = (base.data_ptr(), base.shape[0], base.is_conj(), kind, arg)
-        view = self._cache.get(key)
+        entry = self._cache.get(id(base))
+        if entry is None:
+            entry = self._cache[id(base)] = (base, {})
+        view = entry[1].get((kind, arg))
         if view is None:
             rows, dim = base.shape
             if kind == "first":
@@ -60,7 +63,7 @@ class _Views:
                 view = base.view(rows, 1 << arg, dim >> arg)
             if kind.endswith("_T"):
                 view = view.mT
-            self._cache[key] = view
+            entry[1][(kind, arg)] = view
         return view
 
 
@@ -90,7 +93,7 @@ class Evolve(torch.autograd.Function):
         state = state.contiguous()
         batch, dim = state.shape
         transposed = [s.mT.unbind(0) for s in stacks]
-        blocks = [(transposed[t][j], stacks[t][j]) for t, j in refs]
+        blocks = [transposed[t][j] for t, j in refs]
         slots = ()
         if saved:  # one slot per block input
             slots = memory[0][: len(refs) * state.numel()].view(len(refs), batch, dim).unbind(0)
@@ -110,10 +113,11 @@ class Evolve(torch.autograd.Function):
             elif step[0] == "low":
                 kind = "sample" if step[3] else "rows"
                 mm = torch.bmm if step[3] else torch.mm
-                mm(view(state, kind, step[2]), blocks[b][0], out=view(out, kind, step[2]))
+                mm(view(state, kind, step[2]), blocks[b], out=view(out, kind, step[2]))
                 b += 1
             else:
-                apply_block(state, blocks[b][1], *step, out=out)
+                t, j = refs[b]
+                apply_block(state, stacks[t][j], *step, out=out)
                 b += 1
             state = out
         ctx.steps, ctx.refs, ctx.every, ctx.n_stacks = steps, refs, every, len(stacks)
@@ -175,8 +179,9 @@ class Evolve(torch.autograd.Function):
                 if adjoint and i in checkpoints:
                     x.copy_(checkpoints[i])
                 if target is not None:
-                    x = x.conj() if x.is_complex() else x
-                    mm(view(g, kind + "_T", width), view(x, kind, width), out=target)
+                    xv = view(x, kind, width)
+                    xv = xv.conj() if xv.is_complex() else xv
+                    mm(view(g, kind + "_T", width), xv, out=target)
             else:  # a distant pair is rare: differentiate its kernel with autograd
                 mat = stacks[t][j]
                 x = checkpoints.get(i) if adjoint else kept[i]
