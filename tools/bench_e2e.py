@@ -281,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the requested end-to-end runs in order (skipping those already recorded)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", default=",".join(RUNS), help=f"subset of {list(RUNS)}")
-    parser.add_argument("--data", default=os.environ.get("HQC_DATA_DIR", "/work/shared/data/sst2"))
+    parser.add_argument("--data", default=os.environ.get("HQC_DATA_DIR"), help="data folder")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--accelerator", default="", help="Lightning accelerator (e.g. gpu)")
     parser.add_argument("--qiskit-batches", type=int, default=1)
@@ -295,6 +295,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.render:
         print(render(store))
         return
+    if args.data is None:
+        parser.error("no data: set HQC_DATA_DIR or --data (e.g. ../shared/data/sst2)")
     store.data.setdefault("runs", {})
     store.data["machine"] = machine_info(args.threads)
     work = Path(tempfile.gettempdir()) / "hqc_bench_e2e"

@@ -2,7 +2,7 @@
 
 One command::
 
-    HQC_DATA_DIR=/work/shared/data/sst2 python tools/bench_encode.py [--sentences 1024]
+    HQC_DATA_DIR=../shared/data/sst2 python tools/bench_encode.py [--sentences 1024]
 
 Encodes the first ``--sentences`` sentences of ``test.jsonl`` with ``SentenceTransformer.encode``
 (the call ``hqc.encoder.SentenceEncoder`` makes) at several batch sizes and torch thread
@@ -75,13 +75,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--render", action="store_true")
     args = parser.parse_args(argv)
     store = ResultStore(RESULTS_DIR / "encode.json")
+    if not args.render and "HQC_DATA_DIR" not in os.environ:
+        parser.error("no data: set HQC_DATA_DIR (e.g. ../shared/data/sst2)")
     if not args.render:
         import torch
         from sentence_transformers import SentenceTransformer
 
         from hqc.encoder import DEFAULT_MODEL, resolve_model
 
-        data = Path(os.environ.get("HQC_DATA_DIR", "/work/shared/data/sst2")) / "test.jsonl"
+        data = Path(os.environ["HQC_DATA_DIR"]) / "test.jsonl"
         with data.open() as f:
             texts = [json.loads(line)["text"] for line in itertools.islice(f, args.sentences)]
         model = SentenceTransformer(resolve_model(DEFAULT_MODEL), device="cpu")

@@ -145,7 +145,9 @@ class QuantumLayer(nn.Module):
                     noise=execution.noise,
                     initial_weights=weights,
                 )
-            self.net.to(weights.device)
+            self.net.to(weights)  # the layer's device and dtype (a float64 model stays so)
+            with torch.no_grad():  # exactly: a constructor may round them to float32
+                self.net.weight.copy_(weights)
         self.execution = execution
 
     def qiskit_circuit(self, bind_weights: bool = True) -> tuple[QuantumCircuit, list[Parameter]]:
@@ -205,6 +207,9 @@ class QuantumLayer(nn.Module):
         """Exact expectations through the chosen backend, in :attr:`weight`'s dtype."""
         if self.backend == "torch":
             return self.net(inputs, initial_state)
+        if inputs.shape[0] == 0:  # Aer crashes (SIGSEGV) on an empty PUB; nothing to estimate
+            touch = 0 * (self.weight.sum() + inputs.sum())  # zero gradients, as the torch backend
+            return touch.to(self.weight.dtype).expand(0, len(self.observables))
         if initial_state is not None:
             inputs = self.qiskit_inputs(inputs, initial_state)
         return self.net(inputs).to(self.weight.dtype)
