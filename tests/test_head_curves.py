@@ -89,3 +89,13 @@ def test_report_writes_the_table_and_the_plot(runs: Path, tmp_path: Path, capsys
 def test_collect_without_finished_runs_is_an_error(tmp_path: Path):
     with pytest.raises(SystemExit):
         head_curves.main(["collect", str(tmp_path), "--out", str(tmp_path / "c.csv")])
+
+
+def test_report_plots_only_the_chosen_cells(runs: Path, tmp_path: Path):
+    csv_path = tmp_path / "curves.csv"
+    head_curves.main(["collect", str(runs), "--out", str(csv_path)])
+    png = tmp_path / "one.png"
+    head_curves.main(["report", str(csv_path), "--plot", str(png), "--cells", "head-hybrid"])
+    assert png.stat().st_size > 10_000
+    with pytest.raises(SystemExit):
+        head_curves.main(["report", str(csv_path), "--plot", str(png), "--cells", "nope"])

@@ -16,7 +16,8 @@ holds the best-``val/acc`` checkpoint's test accuracy. This script
     python tools/head_curves.py collect runs/ablate/mpnet_heads \\
         --out results/report/mpnet_heads/curves.csv
     python tools/head_curves.py report results/report/mpnet_heads/curves.csv \\
-        --plot results/report/mpnet_heads/curves.png --md results/report/mpnet_heads/curves.md
+        --plot results/report/mpnet_heads/curves.png --md results/report/mpnet_heads/curves.md \\
+        --cells head-classical head-hybrid head-projection
 """
 
 from __future__ import annotations
@@ -224,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     r.add_argument("--plot", type=Path, help="PNG to write")
     r.add_argument("--md", type=Path, help="also write the table here")
     r.add_argument("--title", default="train/validation accuracy per epoch")
+    r.add_argument("--cells", nargs="+", help="plot only these cells (the table keeps all)")
     args = parser.parse_args(argv)
     if args.command == "collect":
         rows = collect(args.root)
@@ -238,7 +240,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.md:
         args.md.write_text(text)
     if args.plot:
-        print(f"wrote {plot(rows, args.plot, args.title)}")
+        shown = [r for r in rows if args.cells is None or r["cell"] in args.cells]
+        if not shown:
+            parser.error(f"--cells: none of {args.cells} is in {args.csv}")
+        print(f"wrote {plot(shown, args.plot, args.title)}")
 
 
 if __name__ == "__main__":
