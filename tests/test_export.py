@@ -1,5 +1,6 @@
 """hqc.export: export → reload, transpiled operators, gate-count formula, backend runs, errors."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +124,52 @@ def test_all_to_all_gate_counts_match_formula(q, n, m, c):
     assert counts["rz"] <= 2 * (q + 2 * two_q)
 
 
+@pytest.mark.parametrize("q, n, m, c", [(3, 1, 1, 2), (4, 2, 2, 2), (6, 2, 1, 3)])
+def test_ionq_native_target(q, n, m, c):
+    """GPI/GPI2/MS via qiskit-ionq (``hardware`` extra; the RZ/RX/RXX fallback is tested above
+    and below): one MS per CNOT, no SWAP, the same operator, for bound and free circuits."""
+    pytest.importorskip("qiskit_ionq")
+    from hqc.export.targets import ionq_native_target
+
+    device = DeviceTarget("ion", ionq_native_target(q), compiler="ionq")
+    circuit = paper_circuit(q, n, m, c)
+    for compiled in (circuit, reupload_circuit(q, n, m, c)[0]):  # bound, then all free
+        isa, swaps = transpile_for(compiled, device)
+        counts = isa.count_ops()
+        assert swaps == 0 and set(counts) <= {"gpi", "gpi2", "ms"}
+        assert counts["ms"] == (n + 1) * m * q * c
+    isa, _ = transpile_for(circuit, device)
+    assert Operator.from_circuit(isa).equiv(Operator(circuit))
+    assert resolve_target("all_to_all").name == "all_to_all (ionq_native)"
+
+
+def test_all_to_all_falls_back_without_qiskit_ionq(monkeypatch):
+    monkeypatch.setitem(sys.modules, "qiskit_ionq", None)  # import fails as if not installed
+    device = resolve_target("all_to_all")
+    assert device.name == "all_to_all (rz_rx_rxx)" and device.compiler == "qiskit"
+    assert set(device.target.operation_names) == {"rz", "rx", "rxx", "measure"}
+    assert resolve_target("all_to_all_generic").name == "all_to_all (rz_rx_rxx)"
+
+
+def test_checkpoint_with_another_compilation_loads(tiny_data_dir, tmp_path):
+    """A QuantumLayer's compiled buffers come from the code, its trained weights from the file."""
+    args = projection_args(tiny_data_dir)
+    cli = main(args, run=False)
+    state = cli.model.state_dict()
+    buffers = [k for k in state if k.startswith("core.layer.") and not k.endswith("weight")]
+    assert buffers
+    state[buffers[0]] = torch.zeros(3)  # another shape, as another hqc version compiles it
+    state["core.layer.net.old_table"] = torch.zeros(2)
+    weight = state["core.layer.net.weight"] = state["core.layer.net.weight"] + 0.5
+    torch.save({"state_dict": state}, tmp_path / "old.ckpt")
+    model, _ = load_checkpoint(args, tmp_path / "old.ckpt")
+    torch.testing.assert_close(model.core.layer.weight, weight.to(model.core.layer.weight.dtype))
+    state["readout.linear.weight"] = torch.zeros(5, 5)  # a trained tensor must still match
+    torch.save({"state_dict": state}, tmp_path / "bad.ckpt")
+    with pytest.raises(UserError, match="does not fit the config's model"):
+        load_checkpoint(args, tmp_path / "bad.ckpt")
+
+
 def projection_args(data_dir):
     return config_args(
         "projection.yaml", data_dir, "--model.init_args.projection.init_args.out_features", "3"
@@ -178,25 +225,143 @@ def test_unknown_target_and_too_wide_circuit():
         resolve_target("ion_trap")
     with pytest.raises(UserError, match="does not import"):
         resolve_target("qiskit.nowhere.Backend")
-    with pytest.raises(UserError, match="a 26-qubit circuit does not fit target 'all_to_all'"):
+    with pytest.raises(UserError, match="a 26-qubit circuit does not fit target 'all_to_all"):
         check_fits(26, resolve_target("all_to_all"))
     with pytest.raises(UserError, match="does not fit target 'a'"):
         transpile_for(paper_circuit(4), DeviceTarget("a", all_to_all_target(3)))
 
 
-def test_cli_user_errors_exit_2(tiny_data_dir, tmp_path):
-    """``python -m hqc.export``: a missing checkpoint, a classical one, an unknown target."""
-    args = config_args("classical.yaml", tiny_data_dir)
-    ckpt = checkpoint(args, tmp_path / "c.ckpt")
+def test_cli_user_errors_exit_2(tiny_data_dir, tmp_path, capsys):
+    """``python -m hqc.export``: one line, exit 2, for each bad input, nothing written.
+
+    One case runs as a subprocess (the module's entry point); the others call the same guarded
+    entry in process (each subprocess pays the imports again).
+    """
+    from hqc.errors import run_guarded
+    from hqc.export.__main__ import main as export_main
+
+    classical = config_args("classical.yaml", tiny_data_dir)
+    ckpt = checkpoint(classical, tmp_path / "c.ckpt")
+    hybrid = config_args("hybrid.yaml", tiny_data_dir)
+    hybrid_ckpt = checkpoint(hybrid, tmp_path / "h.ckpt")
+    out = ["--out", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, "-m", "hqc.export", "export", *classical, "--ckpt_path", str(ckpt), *out],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "no quantum stage" in done.stderr.splitlines()[-1]
     cases = {
-        "is not a file": ["export", *args, "--ckpt_path", str(tmp_path / "none.ckpt")],
-        "no quantum stage": ["export", *args, "--ckpt_path", str(ckpt)],
-        "unknown target 'nope'": ["run", *args, "--ckpt_path", str(ckpt), "--backend", "nope"],
-    }
+        "is not a file": ["export", *classical, "--ckpt_path", str(tmp_path / "none.ckpt")],
+        "unknown target 'nope'": ["run", *classical, "--ckpt_path", str(ckpt), "--backend", "nope"],
+        "unknown target 'ion'": ["export", *hybrid, "--ckpt_path", str(hybrid_ckpt), "--targets",
+                                 "heavy_hex", "ion"],
+        "a 9-qubit circuit does not fit target 'fake:FakeJakartaV2' (7 qubits)": [
+            "export", *hybrid, "--ckpt_path", str(hybrid_ckpt), "--targets", "fake:FakeJakartaV2"],
+        "a 8-qubit circuit does not fit target 'fake:FakeJakartaV2'": [
+            "run", *hybrid, "--ckpt_path", str(hybrid_ckpt), "--backend", "fake:FakeJakartaV2"],
+        "--limit must be >= 1": ["run", *hybrid, "--ckpt_path", str(hybrid_ckpt), "--limit", "0"],
+    }  # fmt: skip
     for message, argv in cases.items():
-        argv += ["--out", str(tmp_path / "out")]
-        done = subprocess.run(
-            [sys.executable, "-m", "hqc.export", *argv], capture_output=True, text=True, cwd=ROOT
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            run_guarded(lambda argv=argv: export_main([*argv, *out]))
+        assert exit_info.value.code == 2, message
+        err = capsys.readouterr().err.strip().splitlines()  # (model loading logs progress too)
+        errors = [line for line in err if line.startswith("error:")]
+        assert errors == err[-1:] and message in errors[0], (message, err)
+    assert not (tmp_path / "out").exists()
+
+
+def _relabelled_head(args, data_dir, root, write_split):
+    """The seeded projection head with a readout whose logit gap is ~N(0, 1.5²) over the pool,
+    and a copy of the tiny data labelled by its exact predictions (exact accuracy 1).
+
+    Every sentence is then right with a margin that noise (which shrinks ⟨Z⟩) can only
+    reduce: the noisy loss rises above the exact one for every sentence, without the
+    cancellations of a random labelling.
+    """
+    cli = main(args, run=False)
+    model = cli.model.eval()
+    rows = {s: [json.loads(line) for line in (data_dir / f"{s}.jsonl").open()] for s in SPLITS}
+    texts = [row["text"] for split in rows.values() for row in split]
+    captured = []
+    hook = model.readout.register_forward_hook(lambda _m, a, _o: captured.append(a[0]))
+    with torch.no_grad():
+        model(texts)
+    hook.remove()
+    e = captured[0][:, 0].double()
+    scale = 1.5 / e.std()
+    with torch.no_grad():
+        model.readout.linear.weight.copy_(torch.tensor([[-scale / 2], [scale / 2]]))
+        model.readout.linear.bias.copy_(torch.tensor([1, -1]) * scale * e.median() / 2)
+        labels = model(texts).argmax(-1).tolist()
+    labelled = root / "relabelled"
+    labelled.mkdir()
+    by_text = dict(zip(texts, labels, strict=True))
+    for split, split_rows in rows.items():
+        write_split(
+            labelled / f"{split}.jsonl", [{**r, "label": by_text[r["text"]]} for r in split_rows]
         )
-        assert done.returncode == 2, done.stderr
-        assert message in done.stderr.splitlines()[-1]
+    torch.save({"state_dict": model.state_dict()}, root / "relabelled.ckpt")
+    return labelled, root / "relabelled.ckpt"
+
+
+SPLITS = ("train", "validation", "test")
+
+
+def test_fake_backend_test_split_matches_noisy_callback(tiny_data_dir, tmp_path, write_split):
+    """The test split on FakeJakartaV2 (BackendSamplerV2) vs NoisyAerValidation on the same
+    calibration (fake:FakeJakartaV2, its own transpilation and shots), 32 sentences.
+
+    Accuracy: each run's accuracy is a mean of independent Bernoulli(p_i) (sentence i right
+    under shot noise), whose variance Σ p_i(1-p_i)/N² is at most the binomial p̄(1-p̄)/N
+    (p(1-p) is concave); the difference of two runs is within 3·sqrt(2 p̄(1-p̄)/N). Loss: by the
+    delta method a sentence's loss has variance σ(-|g_i|)²·w²·(1-e_i²)/S (g_i its exact logit
+    gap, w the readout's gap weight, e_i its exact ⟨Z⟩, S shots). Noise and weights must show:
+    the backend loss is not the exact loss, and a run with shifted circuit weights differs.
+    The two paths' losses are not compared: the callback compiles the circuit with its weights
+    free, the backend run with them bound, and the two compilations differ in noise by more
+    than shot noise (measured: loss 1.58 vs 2.11, accuracies equal within the bound).
+    """
+    from hqc.export.circuit_layer import exact_expectations
+    from hqc.noise.validation import NoisyAerValidation
+
+    shots, z = 4000, 3.0
+    data, ckpt = _relabelled_head(
+        projection_args(tiny_data_dir), tiny_data_dir, tmp_path, write_split
+    )
+    args = projection_args(data)
+    device = resolve_target("fake:FakeJakartaV2")
+
+    def split_metrics(evaluate, shift=0.0):
+        model, cli = load_checkpoint(args, ckpt)
+        with torch.no_grad():
+            model.core.layer.weight.add_(shift)
+        return evaluate_test_split(model, cli.datamodule, evaluate), model, cli
+
+    exact, model, cli = split_metrics(exact_expectations)
+    fake, _, _ = split_metrics(SamplerEvaluator(device.backend, shots, None, seed=0))
+    shifted, _, _ = split_metrics(SamplerEvaluator(device.backend, shots, None, seed=0), 1.0)
+    callback = NoisyAerValidation("fake:FakeJakartaV2", shots=shots, seed=1).evaluate(
+        load_checkpoint(args, ckpt)[0], [cli.datamodule.test_dataloader()]
+    )
+    assert exact["test/acc"] == 1.0  # labels are the exact predictions
+
+    texts = list(cli.datamodule.test_data.texts)
+    captured = []
+    hook = model.readout.register_forward_hook(lambda _m, a, _o: captured.append(a[0]))
+    with torch.no_grad():
+        gap = model(texts).diff(dim=-1)[:, 0].double().abs()
+    hook.remove()
+    e = captured[0][:, 0].double()
+    w = model.readout.linear.weight.diff(dim=0).abs().item()
+    n = len(texts)
+    loss_se = float(torch.sqrt((torch.sigmoid(-gap) ** 2 * w**2 * (1 - e**2) / shots).sum()) / n)
+    p = (fake["test/acc"] + callback["acc"]) / 2
+    acc_tolerance = z * np.sqrt(2 * p * (1 - p) / n)
+
+    assert abs(fake["test/acc"] - callback["acc"]) <= acc_tolerance
+    assert fake["test/loss"] - exact["test/loss"] > z * loss_se  # the calibrated noise acts
+    # the same backend path, seed and shots: ignoring the weights would give the same loss
+    assert abs(shifted["test/loss"] - fake["test/loss"]) > z * np.sqrt(2) * loss_se

@@ -13,7 +13,10 @@ overrides such as ``--data.init_args.source DIR``) are passed to the config pars
 
 ``run`` takes a built-in target name, ``fake:<FakeBackend>`` or the class path of any
 ``BackendV2``; a cloud backend is created by its provider's own classes (see
-:mod:`hqc.export.backend_run`). Each command prints what it wrote as JSON.
+:mod:`hqc.export.backend_run`). ``--on_device core`` (default) puts only the core's quantum
+stages on the device and keeps the sQEs exact on this CPU, as the paper does; ``all`` puts
+every stage there. Every target, the stages' widths and the backend are checked before
+anything is written or run. Each command prints what it wrote as JSON.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from typing import Any
 
 from hqc.errors import UserError, run_guarded
 from hqc.export.backend_run import SamplerEvaluator, evaluate_test_split
+from hqc.export.circuit_layer import ON_DEVICE, device_layers, quantum_layers
 from hqc.export.export import export_model, load_checkpoint
 from hqc.export.report import head_report
 from hqc.export.scaling import plot_scaling, scaling_rows
-from hqc.export.targets import BUILTIN_TARGETS, resolve_target
+from hqc.export.targets import BUILTIN_TARGETS, check_fits, resolve_target
 
 #: Shots per circuit and sentence when neither ``--shots`` nor the config sets them.
 DEFAULT_SHOTS = 1024
@@ -53,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--config", action="append", required=True, help="training config(s)")
         command.add_argument("--ckpt_path", required=True, help="a checkpoint written by fit")
         command.add_argument("--out", required=True, help="output folder")
+        command.add_argument(
+            "--on_device",
+            default="core",
+            choices=ON_DEVICE,
+            help="quantum stages on the device: the core (the sQEs stay exact, as in the paper) "
+            "or all",
+        )
     export, run = commands.choices["export"], commands.choices["run"]
     export.add_argument(
         "--targets",
@@ -93,35 +104,48 @@ def main(argv: Sequence[str] | None = None) -> dict:
         devices = [resolve_target(name) for name in BUILTIN_TARGETS]
         rows = scaling_rows(args.qubits, devices)
         return {"rows": rows, "plot": str(plot_scaling(rows, args.out))}
+    # every name is checked before the (slow) checkpoint load, and every width before writing
+    devices = [
+        resolve_target(name)
+        for name in (args.targets if args.command == "export" else [args.backend])
+    ]
+    if args.command == "run":
+        if devices[0].backend is None:
+            raise UserError(f"--backend {args.backend!r} is a Target without a backend to run on")
+        if args.limit is not None and args.limit < 1:
+            raise UserError(f"--limit must be >= 1, got {args.limit}")
     cli_args = [item for config in args.config for item in ("--config", config)] + overrides
     model, cli = load_checkpoint(cli_args, args.ckpt_path)
+    layers = (
+        quantum_layers(model) if args.command == "export" else device_layers(model, args.on_device)
+    )
+    for device in devices:
+        for _, layer in layers:
+            check_fits(layer.circuit.num_qubits, device)
     out = Path(args.out)
     if args.command == "export":
+        device_layers(model, args.on_device)  # a bad --on_device fails before anything is written
         manifest = export_model(model, cli, out)
-        devices = [resolve_target(name) for name in args.targets]
         texts = cli.datamodule.test_data.texts
-        _, summary = head_report(model, list(texts), devices, out, args.power_w)
+        _, summary = head_report(model, list(texts), devices, out, args.power_w, args.on_device)
         return {
             "manifest": str(out / "manifest.json"),
             "stages": [stage["module"] for stage in manifest["quantum_stages"]],
             "summary": summary,
         }
-    device = resolve_target(args.backend)
-    if device.backend is None:
-        raise UserError(f"--backend {args.backend!r} is a Target without a backend to run on")
+    (device,) = devices
     shots = args.shots or _config_shots(cli.config) or DEFAULT_SHOTS
     evaluate = SamplerEvaluator(device.backend, shots, out / "cache", args.seed)
     batches = None
     sentences = len(cli.datamodule.test_data.texts)
     if args.limit is not None:
-        if args.limit < 1:
-            raise UserError(f"--limit must be >= 1, got {args.limit}")
         batches = -(-args.limit // cli.datamodule.batch_size)
         sentences = min(sentences, batches * cli.datamodule.batch_size)
     start = time.perf_counter()
-    metrics = evaluate_test_split(model, cli.datamodule, evaluate, batches)
+    metrics = evaluate_test_split(model, cli.datamodule, evaluate, batches, args.on_device)
     result = {
         "backend": device.name,
+        "on_device": [name for name, _ in layers],
         "shots": shots,
         "sentences": sentences,
         "pubs_run": evaluate.pubs_run,

@@ -25,7 +25,12 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
 from hqc.errors import UserError
-from hqc.export.circuit_layer import CircuitLayer, ordered_inputs, replace_quantum_layers
+from hqc.export.circuit_layer import (
+    CircuitLayer,
+    device_layers,
+    ordered_inputs,
+    replace_quantum_layers,
+)
 
 
 def measured_circuit(
@@ -134,13 +139,16 @@ class SamplerEvaluator:
         return out
 
 
-def route_through(model: LightningModule, evaluate: Any) -> list[str]:
-    """Replace every QuantumLayer of ``model`` by its bound circuit evaluated by ``evaluate``."""
+def route_through(model: LightningModule, evaluate: Any, on_device: str = "core") -> list[str]:
+    """Replace the device stages (:func:`~hqc.export.circuit_layer.device_layers`) of ``model``
+    by their bound circuits evaluated by ``evaluate``; the others stay exact (torch)."""
+    names = [name for name, _ in device_layers(model, on_device)]
     return replace_quantum_layers(
         model,
         lambda _, layer: CircuitLayer(
             ordered_inputs(layer), layer.observables, layer.amplitude_encoded, evaluate
         ),
+        names,
     )
 
 
@@ -149,13 +157,15 @@ def evaluate_test_split(
     datamodule: LightningDataModule,
     evaluate: SamplerEvaluator,
     limit_batches: int | None = None,
+    on_device: str = "core",
 ) -> dict[str, float]:
-    """The test split's metrics with every quantum stage run through ``evaluate``.
+    """The test split's metrics with the device stages run through ``evaluate``.
 
     ``limit_batches``: only the first that many test batches (the test loader is unshuffled, so
-    a rerun with a larger limit reuses every cached batch).
+    a rerun with a larger limit reuses every cached batch). ``on_device``: ``core`` (the
+    paper's split: sQEs exact on this CPU, the core on the backend) or ``all``.
     """
-    route_through(model, evaluate)
+    route_through(model, evaluate, on_device)
     trainer = Trainer(
         logger=False,
         enable_checkpointing=False,

@@ -100,13 +100,43 @@ def quantum_layers(model: nn.Module) -> list[tuple[str, QuantumLayer]]:
     return layers
 
 
+#: ``on_device`` choices: the paper runs its first module (the sQEs) classically and only the
+#: second (the core) on the QPU; ``all`` puts every quantum stage on the device.
+ON_DEVICE = ("core", "all")
+
+
+def device_layers(model: nn.Module, on_device: str = "core") -> list[tuple[str, QuantumLayer]]:
+    """The quantum stages that run on a device: those of ``model.core``, or ``all`` of them.
+
+    Raises:
+        UserError: an unknown ``on_device``, or ``core`` for a model whose core is classical.
+    """
+    layers = quantum_layers(model)
+    if on_device == "all":
+        return layers
+    if on_device != "core":
+        raise UserError(f"--on_device {on_device!r}: use one of {list(ON_DEVICE)}")
+    core = [(name, layer) for name, layer in layers if name.split(".")[0] == "core"]
+    if not core:
+        raise UserError(
+            f"--on_device core: the model's core has no quantum stage (quantum stages: "
+            f"{[name for name, _ in layers]}); pass --on_device all"
+        )
+    return core
+
+
 def replace_quantum_layers(
-    model: nn.Module, make: Callable[[str, QuantumLayer], nn.Module]
+    model: nn.Module,
+    make: Callable[[str, QuantumLayer], nn.Module],
+    names: Sequence[str] | None = None,
 ) -> list[str]:
-    """Put ``make(name, layer)`` in place of each QuantumLayer; returns the replaced paths."""
-    names = []
+    """Put ``make(name, layer)`` in place of each QuantumLayer (of ``names``, default all);
+    returns the replaced paths."""
+    replaced = []
     for name, layer in quantum_layers(model):
+        if names is not None and name not in names:
+            continue
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, make(name, layer))
-        names.append(name)
-    return names
+        replaced.append(name)
+    return replaced

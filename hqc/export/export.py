@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningModule
 from qiskit import qasm3, qpy
 from qiskit.quantum_info import SparsePauliOp
+from torch import nn
 
 from hqc.classifier import STAGES
 from hqc.errors import UserError
@@ -30,6 +31,7 @@ from hqc.export.circuit_layer import (
     replace_quantum_layers,
 )
 from hqc.main import main
+from hqc.quantum.layer import QuantumLayer
 
 FORMAT = "hqc-export/1"
 MANIFEST = "manifest.json"
@@ -37,8 +39,26 @@ CONFIG = "config.yaml"
 CLASSICAL = "classical.pt"
 
 
+def _compiled_prefixes(model: nn.Module) -> tuple[tuple[str, ...], set[str]]:
+    """QuantumLayer key prefixes, and their trained parameters' state-dict keys.
+
+    Everything else a QuantumLayer keeps in its state dict is compiled from its circuit (gate
+    tables, index maps of the torch simulator) and rebuilt from the config.
+    """
+    prefixes, params = [], set()
+    for name, module in model.named_modules():
+        if isinstance(module, QuantumLayer):
+            prefixes.append(f"{name}.")
+            params |= {f"{name}.{key}" for key, _ in module.named_parameters()}
+    return tuple(prefixes), params
+
+
 def load_checkpoint(cli_args: list[str], ckpt_path: str | Path) -> tuple[LightningModule, Any]:
     """The model of ``cli_args`` (``--config ...`` and overrides) with ``ckpt_path``'s weights.
+
+    A QuantumLayer's compiled buffers are taken from the freshly built model, not the file: they
+    follow from the circuit, and a checkpoint written by another hqc version may hold another
+    compilation of the same circuit. Every trained parameter and every other buffer must match.
 
     Returns the model (eval mode) and the parsed CLI (its config and datamodule).
 
@@ -50,8 +70,14 @@ def load_checkpoint(cli_args: list[str], ckpt_path: str | Path) -> tuple[Lightni
         raise UserError(f"--ckpt_path {str(path)!r} is not a file")
     cli = main(cli_args, run=False)
     state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    prefixes, params = _compiled_prefixes(cli.model)
+    compiled = {k for k in [*state, *cli.model.state_dict()] if k.startswith(prefixes)} - params
+    state = {k: v for k, v in state.items() if k not in compiled}
     try:
-        cli.model.load_state_dict(state)
+        missing, unexpected = cli.model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in compiled]
+        if missing or unexpected:
+            raise RuntimeError(f"missing keys {missing}, unexpected keys {unexpected}")
     except RuntimeError as error:
         raise UserError(
             f"checkpoint {str(path)!r} does not fit the config's model: {error}"

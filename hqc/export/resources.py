@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from qiskit import QuantumCircuit
 from qiskit.exceptions import QiskitError
-from qiskit.transpiler.preset_passmanagers import generate_preset_pass_manager
 
 from hqc.export.targets import DeviceTarget, check_fits
 
@@ -78,9 +77,7 @@ def transpile_for(
         UserError: the circuit is wider than the device.
     """
     check_fits(circuit.num_qubits, device)
-    manager = generate_preset_pass_manager(
-        optimization_level, target=device.target, seed_transpiler=seed
-    )
+    manager = device.pass_manager(optimization_level, seed, parametric=bool(circuit.parameters))
     swaps = 0
 
     def watch(**kwargs: object) -> None:
