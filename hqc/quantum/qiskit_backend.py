@@ -15,10 +15,10 @@ from qiskit.circuit import Parameter
 from qiskit.primitives import BaseEstimatorV2
 from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2 as AerEstimator
-from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
 from hqc.quantum.batched_gradient import BatchedParamShiftEstimatorGradient
+from hqc.quantum.connector import InputGradientConnector
 
 
 def exact_estimator() -> BaseEstimatorV2:
@@ -37,18 +37,14 @@ def exact_estimator() -> BaseEstimatorV2:
     )
 
 
-class QiskitQNN(TorchConnector):
+class QiskitQNN(InputGradientConnector):
     """Expectations ``(B, n_obs)`` by ``EstimatorQNN`` + ``TorchConnector``, differentiable.
 
     Gradients are parameter-shift with one PUB per batch
     (:class:`~hqc.quantum.batched_gradient.BatchedParamShiftEstimatorGradient`).
 
     ``forward`` takes the values of all ``input_params`` (amplitude-loader angles included, see
-    :meth:`~hqc.quantum.layer.QuantumLayer.qiskit_inputs`). ``TorchConnector`` hard-codes
-    float32, so ``weight`` is float32 and outputs carry float32 precision.
-
-    Attributes:
-        qnn: the ``EstimatorQNN``: its float64 ``forward``/``backward`` are the reference values.
+    :meth:`~hqc.quantum.layer.QuantumLayer.qiskit_inputs`).
     """
 
     def __init__(
@@ -69,11 +65,4 @@ class QiskitQNN(TorchConnector):
             default_precision=0.0,
             gradient=BatchedParamShiftEstimatorGradient(estimator),
         )
-        super().__init__(qnn, initial_weights=initial_weights.detach().cpu().double().numpy())
-        self.qnn = qnn
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Expectations for ``inputs`` ``(B, n_in)``, float32."""
-        # EstimatorQNN skips input gradients unless asked; ask exactly when autograd needs them.
-        self.qnn.input_gradients = inputs.requires_grad
-        return super().forward(inputs)
+        super().__init__(qnn, initial_weights)

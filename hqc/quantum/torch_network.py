@@ -15,9 +15,9 @@ import torch
 from qiskit import QuantumCircuit
 from qiskit.circuit import Parameter
 from qiskit.quantum_info import SparsePauliOp
-from qiskit_machine_learning.connectors import TorchConnector
 from qiskit_machine_learning.neural_networks import NeuralNetwork
 
+from hqc.quantum.connector import InputGradientConnector
 from hqc.quantum.torch_qnn import TorchQNN
 
 
@@ -88,11 +88,8 @@ class TorchQNNNetwork(NeuralNetwork):
         return input_grad, jacobian[..., self.num_inputs :]
 
 
-class TorchQNNConnector(TorchConnector):
-    """``TorchConnector(TorchQNNNetwork(...))`` asking for input gradients only when needed.
-
-    ``TorchConnector`` hard-codes float32: ``weight`` and outputs are float32.
-    """
+class TorchQNNConnector(InputGradientConnector):
+    """``TorchConnector(TorchQNNNetwork(...))`` asking for input gradients only when needed."""
 
     def __init__(
         self,
@@ -102,11 +99,6 @@ class TorchQNNConnector(TorchConnector):
         weight_params: Sequence[Parameter],
         initial_weights: torch.Tensor,
     ) -> None:
-        network = TorchQNNNetwork(circuit, observables, input_params, weight_params)
-        super().__init__(network, initial_weights=initial_weights.detach().cpu().double().numpy())
-        self.qnn = network
-
-    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """Expectations for ``inputs`` ``(B, n_in)``, float32."""
-        self.qnn.input_gradients = inputs.requires_grad
-        return super().forward(inputs)
+        super().__init__(
+            TorchQNNNetwork(circuit, observables, input_params, weight_params), initial_weights
+        )
