@@ -136,7 +136,6 @@ def replace_quantum_layers(
     for name, layer in quantum_layers(model):
         if names is not None and name not in names:
             continue
-        parent, _, child = name.rpartition(".")
-        setattr(model.get_submodule(parent), child, make(name, layer))
+        model.set_submodule(name, make(name, layer))
         replaced.append(name)
     return replaced

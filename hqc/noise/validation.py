@@ -49,7 +49,7 @@ from torchmetrics.functional.classification import multiclass_accuracy, multicla
 
 from hqc.errors import UserError
 from hqc.export.backend_run import measured_circuit
-from hqc.export.circuit_layer import CircuitLayer, quantum_layers
+from hqc.export.circuit_layer import CircuitLayer, quantum_layers, replace_quantum_layers
 from hqc.noise.aer import simulator, transpile_to_basis
 from hqc.noise.spec import NoiseSpec, resolve
 from hqc.quantum.execution import check_int, check_shots
@@ -143,15 +143,16 @@ class NoisyAerValidation(Callback):
         originals = self.noisy_layers(model)
         programs = {name: self.compile(name, layer) for name, layer in originals}
         self.passes += 1
-        for name, layer in originals:
-            parent, _, child = name.rpartition(".")
-            stand_in = CircuitLayer(
+        replace_quantum_layers(
+            model,
+            lambda name, layer: CircuitLayer(
                 layer.circuit,
                 layer.observables,
                 layer.amplitude_encoded,
                 partial(self.run, programs[name]),
-            )
-            setattr(model.get_submodule(parent), child, stand_in)
+            ),
+            names=list(programs),
+        )
         logits, labels = [], []
         try:
             with torch.no_grad():
@@ -161,8 +162,7 @@ class NoisyAerValidation(Callback):
                         labels.append(batch["label"].to(logits[-1].device))
         finally:
             for name, layer in originals:
-                parent, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent), child, layer)
+                model.set_submodule(name, layer)
         scores, target = torch.cat(logits).float(), torch.cat(labels)
         classes = scores.shape[1]
         return {
