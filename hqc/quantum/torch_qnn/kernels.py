@@ -200,15 +200,6 @@ class Evolve(torch.autograd.Function):
         return g if ctx.needs_input_grad[0] else None, None, None, None, None, *grads
 
 
-def rotate(state: torch.Tensor, t: int, out: torch.Tensor | None = None) -> torch.Tensor:
-    """Cyclically shift the qubit order: the ``t`` lowest qubit axes move to the top."""
-    batch, dim = state.shape
-    moved = state.view(batch, dim >> t, 1 << t).transpose(1, 2)
-    if out is None:
-        return moved.reshape(batch, dim)
-    return out.view(batch, 1 << t, dim >> t).copy_(moved).view(batch, dim)
-
-
 def apply_block(
     state: torch.Tensor,
     mat: torch.Tensor,
