@@ -116,15 +116,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             raise UserError(f"--limit must be >= 1, got {args.limit}")
     cli_args = [item for config in args.config for item in ("--config", config)] + overrides
     model, cli = load_checkpoint(cli_args, args.ckpt_path)
-    layers = (
-        quantum_layers(model) if args.command == "export" else device_layers(model, args.on_device)
-    )
+    on_chip = device_layers(model, args.on_device)  # fails before anything is written
+    layers = quantum_layers(model) if args.command == "export" else on_chip
     for device in devices:
         for _, layer in layers:
             check_fits(layer.circuit.num_qubits, device)
     out = Path(args.out)
     if args.command == "export":
-        device_layers(model, args.on_device)  # a bad --on_device fails before anything is written
         manifest = export_model(model, cli, out)
         texts = cli.datamodule.test_data.texts
         _, summary = head_report(model, list(texts), devices, out, args.power_w, args.on_device)
@@ -145,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     metrics = evaluate_test_split(model, cli.datamodule, evaluate, batches, args.on_device)
     result = {
         "backend": device.name,
-        "on_device": [name for name, _ in layers],
+        "on_device": [name for name, _ in on_chip],
         "shots": shots,
         "sentences": sentences,
         "pubs_run": evaluate.pubs_run,
