@@ -48,18 +48,21 @@ def concurrent_runs() -> int:
     return runs
 
 
-def choose_threads(num_qubits: int, cores: int | None = None, runs: int | None = None) -> int:
+def choose_threads(
+    num_qubits: int, cores: int | None = None, runs: int | None = None, parallel: bool = False
+) -> int:
     """Torch threads for a circuit of ``num_qubits`` qubits (0: no circuit).
 
     Args:
         num_qubits: Qubits of the model's largest simulated circuit.
         cores: Cores available (default: :func:`available_cores`).
         runs: Runs sharing them (default: :func:`concurrent_runs`).
+        parallel: The model has a ``parallel_batch`` module: the share at any size.
     """
     cores = available_cores() if cores is None else cores
     runs = concurrent_runs() if runs is None else runs
     share = max(1, cores // runs)
-    return 1 if num_qubits < SERIAL_BELOW_QUBITS else share
+    return share if parallel or num_qubits >= SERIAL_BELOW_QUBITS else 1
 
 
 def model_qubits(model: nn.Module) -> int:
@@ -87,6 +90,7 @@ def apply_threads(value: str | int, model: nn.Module) -> int:
     """Set torch's intra-op threads for ``model`` from the ``threads`` setting; returns them."""
     threads = parse_threads(value)
     if threads is None:
-        threads = choose_threads(model_qubits(model))
+        parallel = any(getattr(m, "parallel_batch", False) for m in model.modules())
+        threads = choose_threads(model_qubits(model), parallel=parallel)
     torch.set_num_threads(threads)
     return threads

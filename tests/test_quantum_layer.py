@@ -184,3 +184,28 @@ def test_errors():
     encoded = QuantumLayer(pqc, z_observables(2), (), pqc_weights, "qiskit", amplitude_encoded=True)
     with pytest.raises(ValueError, match="amplitude_encoded"):
         encoded(torch.rand(1, 0))
+
+
+def test_qiskit_backend_runs_controlled_rotations_of_free_angles():
+    """A user circuit with crz/cp of trainable angles (Aer mis-binds them as they are) gives
+    the torch backend's values and gradients on the qiskit backend."""
+    from qiskit import QuantumCircuit
+    from qiskit.circuit import Parameter
+
+    x, w = Parameter("x"), [Parameter(f"w{i}") for i in range(2)]
+    circuit = QuantumCircuit(2)
+    circuit.h([0, 1])
+    circuit.ry(x, 0)
+    circuit.crz(w[0], 0, 1)
+    circuit.cp(w[1], 1, 0)
+    circuit.h(1)
+    torch_layer, qiskit_layer = _pair(circuit, pauli_observables(2, ["IZ", "ZI"]), [x], w)
+    inputs = torch.tensor([[0.3], [-1.1], [2.0]])
+    outs = []
+    for layer in (torch_layer, qiskit_layer):
+        out = layer(inputs)
+        out.sum().backward()
+        outs.append((out.detach(), layer.weight.grad.clone()))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(outs[1][1], outs[0][1], atol=1e-6, rtol=0)
+    assert outs[0][1].abs().min() > 1e-3  # both angles move the outputs

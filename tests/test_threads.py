@@ -33,6 +33,7 @@ def test_small_circuits_run_serial_large_ones_on_the_share():
     assert choose_threads(SERIAL_BELOW_QUBITS, cores=16, runs=1) == 16
     assert choose_threads(20, cores=16, runs=3) == 5
     assert choose_threads(20, cores=2, runs=4) == 1  # never below one thread
+    assert choose_threads(SERIAL_BELOW_QUBITS - 1, cores=16, runs=2, parallel=True) == 8
 
 
 def test_concurrent_runs_from_the_environment(monkeypatch):
@@ -65,3 +66,6 @@ def test_cli_threads_flag_sets_torch_threads(monkeypatch, tiny_data_dir):
     torch.set_num_threads(2)
     main(config, run=False)  # auto: 9 qubits < 12 -> one thread
     assert torch.get_num_threads() == 1
+    torch.set_num_threads(1)  # auto, core on the torchconnector backend: the share
+    main([*config, "--model.init_args.core.init_args.backend", "torchconnector"], run=False)
+    assert torch.get_num_threads() == choose_threads(0, parallel=True)

@@ -516,3 +516,25 @@ def test_backward_settings_are_checked():
         TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws, backward="reverse")
     with pytest.raises(ValueError, match="checkpoint_every"):
         TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws, checkpoint_every=0)
+    with pytest.raises(ValueError, match="fuse_qubits"):
+        TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws, fuse_qubits=0)
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+@pytest.mark.parametrize(
+    "circuit",
+    [lambda: random_circuit(7, 90, seed=1, distant=True), every_gate_circuit],
+    ids=["distant", "every-gate"],
+)
+def test_fusion_width_changes_blocks_not_values(circuit, width):
+    """Any fusion window gives the default's outputs and gradients (float64, 1e-12)."""
+    qc, xs, ws = circuit()
+    obs = random_observables(qc.num_qubits, seed=0)
+    default = TorchQNN(qc, obs, xs, ws).double()
+    other = TorchQNN(qc, obs, xs, ws, default.weight.detach(), fuse_qubits=width).double()
+    widths = [{s[2] for s in q._steps if s[0] == "low"} for q in (default, other)]
+    assert widths[1] != widths[0] and max(widths[1]) <= width  # a different compilation ran
+    inputs = torch.rand(4, len(xs), dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(other(inputs), default(inputs), atol=1e-12, rtol=0)
+    for e, g in zip(weighted_grads(default, inputs), weighted_grads(other, inputs), strict=True):
+        torch.testing.assert_close(g, e, atol=1e-12, rtol=0)

@@ -9,13 +9,17 @@ Runs, each a fresh ``hqc fit`` process (435 training sentences, batch 64 = 7 ste
 
 * ``cold``: configs/hybrid.yaml (torch backend), empty embedding cache: launch → first
   training step includes encoding all 9,613 SST-2 sentences once; 1 epoch.
-* ``cached``: the same with the cache filled by ``cold``: launch → first step, and 3 epochs
+* ``cached``: the same with the cache filled by ``cold``: launch → first step, and 5 epochs
   (the first epoch includes one-off warm-up; the steady epoch is the median of the others).
-* ``qiskit``: configs/hybrid_qiskit.yaml (EstimatorQNN + TorchConnector for the sQEs and the
-  core): ``--batches`` training batches timed, the epoch extrapolated by sentence count.
+* ``qiskit``: configs/hybrid_qiskit.yaml (sQEs on torch, the core on TorchConnector +
+  EstimatorQNN with the batched parameter shift), 3 epochs.
+* ``torchconnector``: configs/hybrid.yaml with the core on ``TorchConnector(TorchQNNNetwork)``
+  (``backend: torchconnector``), 5 epochs: the per-epoch ratio against ``cached``.
+* ``qiskit_dev``: configs/hybrid_qiskit.yaml with ``--trainer.fast_dev_run=true``, process wall.
 * ``projection14``: configs/projection.yaml with a 14-qubit head, 3 epochs.
 * ``fit``: the whole ``python -m hqc fit --config configs/hybrid.yaml`` (40 epochs + test on
   9,101 sentences), exactly as a user runs it, with the cache filled: wall time, test accuracy.
+* ``qiskit_fit``: the same for configs/hybrid_qiskit.yaml.
 
 Epochs are timed by a Lightning callback (:class:`EpochTimer`) added with
 ``--trainer.callbacks+=bench_e2e.EpochTimer``; results go to ``tools/results/e2e.json``.
@@ -56,18 +60,27 @@ try:  # the callback needs Lightning; the parent only needs it in the child proc
 except ImportError:  # pragma: no cover
     Callback = object  # type: ignore[assignment,misc]
 
-TRAIN_SENTENCES = 435
-BATCH = 64
 RUNS: dict[str, dict[str, Any]] = {
     "cold": {"config": "configs/hybrid.yaml", "epochs": 1, "cold": True},
-    "cached": {"config": "configs/hybrid.yaml", "epochs": 3},
-    "qiskit": {"config": "configs/hybrid_qiskit.yaml", "epochs": 1, "qiskit": True},
+    "cached": {"config": "configs/hybrid.yaml", "epochs": 5},
+    "qiskit": {"config": "configs/hybrid_qiskit.yaml", "epochs": 3},
+    "torchconnector": {
+        "config": "configs/hybrid.yaml",
+        "epochs": 5,
+        "extra": ["--model.init_args.core.init_args.backend=torchconnector"],
+    },
+    "qiskit_dev": {
+        "config": "configs/hybrid_qiskit.yaml",
+        "whole": True,
+        "extra": ["--trainer.fast_dev_run=true"],
+    },
     "projection14": {
         "config": "configs/projection.yaml",
         "epochs": 3,
         "extra": ["--model.init_args.projection.init_args.out_features", "14"],
     },
     "fit": {"config": "configs/hybrid.yaml", "whole": True},
+    "qiskit_fit": {"config": "configs/hybrid_qiskit.yaml", "whole": True},
 }
 
 
@@ -166,10 +179,8 @@ def run_one(name: str, args: argparse.Namespace, cache: Path, work: Path) -> dic
         cmd += [
             "--trainer.callbacks+=bench_e2e.EpochTimer",
             f"--trainer.max_epochs={spec['epochs']}",
-            *spec.get("extra", []),
         ]
-    if spec.get("qiskit"):
-        cmd += [f"--trainer.limit_train_batches={args.qiskit_batches}"]
+    cmd += spec.get("extra", [])
     env = thread_env(args.threads)
     env["HQC_CACHE_DIR"] = str(cache)
     env["HQC_DATA_DIR"] = args.data
@@ -205,11 +216,6 @@ def run_one(name: str, args: argparse.Namespace, cache: Path, work: Path) -> dic
             )
             vals = [e["val_s"] for e in later if e.get("val_s") is not None]
             record["steady_val_s"] = statistics.median(vals) if vals else None
-            if spec.get("qiskit"):
-                steps, sizes = epochs[0]["steps"], epochs[0]["sizes"]
-                per_sentence = sum(steps) / sum(sizes)
-                record["extrapolated_epoch_s"] = per_sentence * TRAIN_SENTENCES
-                record["timed_batches"] = len(steps)
     record["test_acc"] = _test_accuracy(root)
     if record["test_acc"] is None and timer_out.exists():
         record["test_acc"] = record.get("timer", {}).get("test", {}).get("test/acc")
@@ -223,29 +229,23 @@ def render(store: ResultStore) -> str:
     labels = {
         "cold": "hybrid.yaml, torch, empty cache (encodes SST-2)",
         "cached": "hybrid.yaml, torch, cached embeddings",
-        "qiskit": "hybrid_qiskit.yaml (TorchConnector), cached",
+        "qiskit": "hybrid_qiskit.yaml (core: TorchConnector + EstimatorQNN), cached",
+        "torchconnector": "hybrid.yaml, core `backend: torchconnector`, cached",
+        "qiskit_dev": "`hqc fit --config configs/hybrid_qiskit.yaml --trainer.fast_dev_run=true`",
         "projection14": "projection.yaml, 14-qubit head, cached",
         "fit": "whole `hqc fit --config configs/hybrid.yaml` (40 epochs + test), cached",
+        "qiskit_fit": "whole `hqc fit --config configs/hybrid_qiskit.yaml` (40 epochs + test)",
     }
     for name in RUNS:
         r = runs.get(name)
         if r is None:
             continue
-        if name == "qiskit" and not r.get("extrapolated_epoch_s"):
-            epoch, steady = f"no step finished in {fmt_time(r['wall_s'])} ({r['status']})", "–"
-        elif name == "qiskit":
-            epoch = (
-                f"≈ {fmt_time(r.get('extrapolated_epoch_s'))} (extrapolated from "
-                f"{r.get('timed_batches')} batch(es))"
-            )
-            steady = "–"
-        else:
-            epoch = fmt_time(r.get("epoch1_train_s"))
-            steady = (
-                f"{fmt_time(r.get('steady_train_s'))} + val {fmt_time(r.get('steady_val_s'))}"
-                if r.get("steady_train_s")
-                else "–"
-            )
+        epoch = fmt_time(r.get("epoch1_train_s"))
+        steady = (
+            f"{fmt_time(r.get('steady_train_s'))} + val {fmt_time(r.get('steady_val_s'))}"
+            if r.get("steady_train_s")
+            else "–"
+        )
         acc = f"{100 * r['test_acc']:.2f} %" if r.get("test_acc") is not None else "–"
         rows.append(
             [
@@ -284,8 +284,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", default=os.environ.get("HQC_DATA_DIR"), help="data folder")
     parser.add_argument("--threads", type=int, default=default_threads())
     parser.add_argument("--accelerator", default="", help="Lightning accelerator (e.g. gpu)")
-    parser.add_argument("--qiskit-batches", type=int, default=1)
-    parser.add_argument("--hard-limit", type=float, default=1500.0)
+    parser.add_argument("--hard-limit", type=float, default=3600.0)
     parser.add_argument("--mem-limit-gib", type=float, default=12.0)
     parser.add_argument("--quiet-wait", type=float, default=600.0)
     parser.add_argument("--rerun", action="store_true", help="re-run recorded runs")

@@ -17,6 +17,7 @@ from qiskit.quantum_info import SparsePauliOp
 from qiskit_aer.primitives import EstimatorV2 as AerEstimator
 from qiskit_machine_learning.neural_networks import EstimatorQNN
 
+from hqc.noise.aer import without_aer_broken_gates
 from hqc.quantum.batched_gradient import BatchedParamShiftEstimatorGradient
 from hqc.quantum.connector import InputGradientConnector
 
@@ -44,7 +45,9 @@ class QiskitQNN(InputGradientConnector):
     (:class:`~hqc.quantum.batched_gradient.BatchedParamShiftEstimatorGradient`).
 
     ``forward`` takes the values of all ``input_params`` (amplitude-loader angles included, see
-    :meth:`~hqc.quantum.layer.QuantumLayer.qiskit_inputs`).
+    :meth:`~hqc.quantum.layer.QuantumLayer.qiskit_inputs`). Controlled rotations of free
+    angles, which Aer mis-binds, run through their definitions
+    (:func:`~hqc.noise.aer.without_aer_broken_gates`).
     """
 
     def __init__(
@@ -57,7 +60,7 @@ class QiskitQNN(InputGradientConnector):
     ) -> None:
         estimator = exact_estimator()
         qnn = EstimatorQNN(
-            circuit=circuit,
+            circuit=without_aer_broken_gates(circuit),
             estimator=estimator,
             observables=list(observables),
             input_params=list(input_params),

@@ -44,6 +44,8 @@ class TorchQNN(nn.Module):
             saves them while they take at most :data:`SAVED_STATES_MAX_BYTES`.
         checkpoint_every: With the adjoint backward, also keep every ``k``-th block input to
             bound the float32 drift of the recomputed states (``None``: none).
+        fuse_qubits: Width of the fusion window. Four suits shared (weight-only) blocks; a
+            circuit whose blocks are nearly all per-sample builds cheaper 8x8 blocks with three.
 
     Gate angles that are non-affine in the parameters (e.g. ``(π - x)(π - y)`` in
     ``ZZFeatureMap``) work through a slower path: sympy turns them into a torch function evaluated
@@ -61,6 +63,7 @@ class TorchQNN(nn.Module):
         real: bool | None = None,
         backward: str = "auto",
         checkpoint_every: int | None = None,
+        fuse_qubits: int = FUSE_QUBITS,
     ) -> None:
         super().__init__()
         n = circuit.num_qubits
@@ -71,6 +74,8 @@ class TorchQNN(nn.Module):
             raise ValueError(f"backward must be 'auto', 'saved' or 'adjoint', got {backward!r}")
         if checkpoint_every is not None and checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be at least 1, got {checkpoint_every}")
+        if fuse_qubits < 1:
+            raise ValueError(f"fuse_qubits must be at least 1, got {fuse_qubits}")
         self.backward_mode, self.checkpoint_every = backward, checkpoint_every
         self.num_qubits, self.num_inputs = n, len(input_params)
         angles = Angles({p: i for i, p in enumerate(variables)}, len(input_params))
@@ -105,7 +110,7 @@ class TorchQNN(nn.Module):
         self._nonaffine = [f for _, f in angles.nonaffine]
 
         prefix, gates = split_prefix(gates, n)
-        width = min(FUSE_QUBITS, n)
+        width = min(fuse_qubits, n)
         blocks = fuse(gates, n, width)
         plan = schedule(blocks, n)
         self._steps, refs, members = compile_ops(blocks, plan, n)
