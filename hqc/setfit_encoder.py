@@ -46,7 +46,9 @@ class SetFitEncoder(SentenceEncoder):
         epochs: passes over the pairs.
         pair_batch_size: pairs per optimisation step.
         body_lr: learning rate of the body.
-        seed: seed of the pair sampling and the training order.
+        seed: seed of the pair sampling and the training order; ``None`` (the default) takes
+            the datamodule's ``seed`` at tuning, so each draw of the protocol gets its own body
+            and an ablation matrix's seeds drive it with no extra setting.
         cache_dir: embedding and tuned-body cache (default ``$HQC_CACHE_DIR`` or ``~/.cache/hqc``).
         batch_size: sentences per encoding batch.
         normalize: L2-normalise embeddings.
@@ -59,7 +61,7 @@ class SetFitEncoder(SentenceEncoder):
         epochs: int = 1,
         pair_batch_size: int = 16,
         body_lr: float = 2e-5,
-        seed: int = 0,
+        seed: int | None = None,
         cache_dir: str | None = None,
         batch_size: int = 128,
         normalize: bool = False,
@@ -87,12 +89,19 @@ class SetFitEncoder(SentenceEncoder):
         h.update(",".join(map(str, labels)).encode())
         return self.cache_dir / "setfit" / h.hexdigest()[:24]
 
-    def tune(self, texts: Sequence[str], labels: Sequence[int]) -> None:
-        """Tune the body on the training split (or load that tuned body from the cache)."""
+    def tune(self, texts: Sequence[str], labels: Sequence[int], seed: int | None = None) -> None:
+        """Tune the body on the training split (or load that tuned body from the cache).
+
+        ``seed`` fills the recipe's seed when the encoder was built without one.
+        """
         from sentence_transformers import SentenceTransformer
 
         if self.tuned:
             return
+        if self.recipe["seed"] is None:
+            if seed is None:
+                raise UserError("encoder.seed is unset and no datamodule seed was given to tune()")
+            self.recipe["seed"] = seed
         folder = self.body_dir(texts, labels)
         if not (folder / "modules.json").exists():
             self._train(texts, labels, folder)
@@ -125,7 +134,12 @@ class SetFitEncoder(SentenceEncoder):
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
         try:
             model.model_body.save(str(staging))
-            os.replace(staging, folder)  # atomic: a killed tuning never leaves a torn body
+            try:
+                os.replace(staging, folder)  # atomic: a killed tuning never leaves a torn body
+            except OSError:
+                if not (folder / "modules.json").exists():
+                    raise
+                # a parallel run tuned the same body first; its copy is the same recipe's
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
@@ -162,4 +176,4 @@ class TuneSetFitBody(Callback):
         train = getattr(trainer.datamodule, "train_data", None)
         if train is None or train.labels is None:
             raise UserError("TuneSetFitBody needs a datamodule with a labelled training split")
-        encoder.tune(train.texts, train.labels)
+        encoder.tune(train.texts, train.labels, seed=getattr(trainer.datamodule, "seed", None))

@@ -43,6 +43,7 @@ def test_callback_tunes_on_the_training_split_before_embeddings_are_cached(
     )
     trainer.fit(model, datamodule=data)
     assert tuned_on == [data.train_data.texts]  # the 6 training sentences, nothing else
+    assert encoder.recipe["seed"] == data.seed == 0  # unset seed: the draw's
     frozen = SentenceEncoder(cache_dir=cache)
     test = data.test_data.texts
     assert encoder.identity() != frozen.identity()  # tuned weights: their own cache key
@@ -53,7 +54,7 @@ def test_callback_tunes_on_the_training_split_before_embeddings_are_cached(
     # A second encoder with the same recipe and split loads the tuned body, never retrains.
     monkeypatch.setattr(SetFitEncoder, "_train", lambda *a: pytest.fail("retrained"))
     again = SetFitEncoder(cache_dir=cache, **RECIPE)
-    again.tune(data.train_data.texts, data.train_data.labels)
+    again.tune(data.train_data.texts, data.train_data.labels, seed=0)
     torch.testing.assert_close(again(test), encoder(test))
     other_split = SentenceDataModule(source=str(tiny_data_dir), per_class=4, seed=1).train_data
     assert again.body_dir(other_split.texts, other_split.labels) != again.body_dir(
@@ -72,3 +73,5 @@ def test_untuned_encoder_names_the_callback(tmp_path):
 def test_bad_recipe_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="num_iterations"):
         SetFitEncoder(cache_dir=str(tmp_path), num_iterations=0)
+    with pytest.raises(UserError, match="encoder.seed is unset"):
+        SetFitEncoder(cache_dir=str(tmp_path), **RECIPE).tune(["a good film"], [1])
