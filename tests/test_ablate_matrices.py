@@ -4,6 +4,7 @@ from itertools import combinations
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from hqc.ablate.design import cells, coded
 from hqc.ablate.matrix import load_matrix
@@ -44,3 +45,34 @@ def test_screen_is_a_16_run_resolution_iv_fraction_of_seven_factors():
     for i, j in combinations(range(7), 2):  # no main effect aliased with a 2-factor interaction
         for k in range(7):
             assert abs(x[:, k] @ (x[:, i] * x[:, j])) < 16, (k, i, j)
+
+
+def test_bodies_pairs_every_head_with_the_matched_classical_head_on_each_body(
+    monkeypatch, tiny_data_dir
+):
+    from hqc.ablate import plan
+
+    monkeypatch.setenv("HQC_DATA_DIR", str(tiny_data_dir))
+    counted = []  # the matched count itself is tested in test_ablate.py; here: what is matched
+    monkeypatch.setattr(plan, "trainable_parameters", lambda args, where: counted.append(args) or 7)
+    matrix = load_matrix(ABLATIONS / "bodies.yaml")
+    design = cells(matrix)
+    assert len(design) == 5 * 3 and len(matrix.seeds) == 10
+    assert [c.levels["body"] for c in design[::5]] == ["minilm", "mpnet", "minilm_setfit"]
+    run = next(
+        r
+        for r in plan.runs(matrix)
+        if r.cell.levels == {"head": "classical", "body": "minilm_setfit"}
+    )
+    config = yaml.safe_load(plan.resolved_config(matrix, run))
+    callbacks = [c["class_path"] for c in config["trainer"]["callbacks"]]
+    assert callbacks[:2] == [
+        "hqc.fixed_projection.FitFixedProjection", "hqc.setfit_encoder.TuneSetFitBody"
+    ]  # fmt: skip
+    encoder = config["model"]["init_args"]["encoder"]
+    assert encoder["class_path"] == "hqc.setfit_encoder.SetFitEncoder"
+    assert encoder["init_args"]["num_iterations"] == 5 and encoder["init_args"].get("seed") is None
+    assert config["model"]["init_args"]["core"]["init_args"]["parameters"] == 7
+    (hybrid,) = counted  # the hybrid on the same tuned body
+    assert "--config=" + str(ABLATIONS / "setfit_body.yaml") in hybrid
+    assert not any("pca_head" in a for a in hybrid)

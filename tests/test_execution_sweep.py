@@ -9,7 +9,7 @@ import torch
 from hqc.main import main
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tools"))
-import execution_sweep  # noqa: E402
+import execution_sweep
 
 ROOT = Path(__file__).parents[1]
 

@@ -73,5 +73,5 @@ def test_untuned_encoder_names_the_callback(tmp_path):
 def test_bad_recipe_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="num_iterations"):
         SetFitEncoder(cache_dir=str(tmp_path), num_iterations=0)
-    with pytest.raises(UserError, match="encoder.seed is unset"):
+    with pytest.raises(UserError, match=r"encoder\.seed is unset"):
         SetFitEncoder(cache_dir=str(tmp_path), **RECIPE).tune(["a good film"], [1])
