@@ -251,11 +251,15 @@ def _main(argv: Sequence[str] | None = None) -> None:
         default=None,
         help="test only each draw's first N test batches (the same sentences for every setting)",
     )
+    run.add_argument("--threads", type=int, default=1, help="torch threads (1: beside other jobs)")
     report = commands.add_parser("report", help="markdown table and plot from the rows")
     report.add_argument("csv", type=Path)
     report.add_argument("--out", type=Path, required=True, help="writes <out>.md and <out>.png")
     args = parser.parse_args(argv)
     if args.command == "run":
+        import torch
+
+        torch.set_num_threads(args.threads)
         table = settings(args.shots, args.depolarizing, args.presets, args.preset_shots)
         for cell in args.cells:
             sweep(cell, args.out, table, args.limit_test_batches)
