@@ -147,7 +147,9 @@ def test_every_fragment_is_a_level_whose_resolved_config_builds(tmp_path, tiny_d
         config.write_text(resolved_config(matrix, run))
         assert main(["--config", str(config)], run=False).model.num_classes == 2  # it builds
         model = yaml.safe_load(config.read_text())["model"]["init_args"]
-        stages[name] = {s: model[s] for s in ("projection", "angle_encoder", "core", "readout")}
+        stages[name] = {
+            s: model[s] for s in ("encoder", "projection", "angle_encoder", "core", "readout")
+        }
     assert set(stages) == {"none", *(p.stem for p in FRAGMENTS)}
     for name in stages.keys() - {"none"}:
         assert stages[name] != stages["none"], f"{name} changes no stage"

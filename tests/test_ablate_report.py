@@ -196,3 +196,34 @@ def test_collect_reads_result_json_in_run_order_and_pairs_by_reference(tmp_path,
     # qubits-4 head-c vs head-h on seed 0 only (its seed 1 failed): runs 4 vs 0 → +4 points
     assert "| 4 | c | 1 (1) |" in table and "+4.00 ± 0.00 (n=1)" in table
     assert (tmp_path / "runs/m.csv").is_file()
+
+
+def test_each_cell_is_also_compared_with_the_classical_cell_matched_to_it(tmp_path, capsys):
+    """A level with ``match_parameters: x`` is x's matched competitor: its own Δ column."""
+    from hqc.ablate.matrix import load_matrix
+    from hqc.ablate.plan import runs
+    from hqc.ablate.record import write_json
+
+    base = Path(__file__).parents[1] / "configs/hybrid.yaml"
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"base: {base}\nseeds: [0, 1]\nreference: {{head: c}}\nfactors:\n  head:\n"
+        "    c: {match_parameters: q}\n    q: {}\n    big: {}\n    c_big: {match_parameters: big}\n"
+    )
+    matrix = load_matrix(path)
+    accuracy = {"c": 0.70, "q": 0.60, "big": 0.66, "c_big": 0.72}
+    for run in runs(matrix, tmp_path / "runs"):
+        result = {"schema": 1, "matrix": "m", "cell": run.cell.name, "seed": run.seed}
+        result |= {"levels": run.cell.levels, "status": "ok", "error": None, "epochs": 2}
+        result |= {"parameters": 10, "train_seconds": 1.0, "val_acc": 0.5, "test_f1": 0.4}
+        result["test_acc"] = accuracy[run.cell.levels["head"]] + run.seed / 100
+        run.directory.mkdir(parents=True)
+        write_json(run.directory / "result.json", result)
+    rows = report.collect(matrix, tmp_path / "runs")
+    assert {r["cell"]: r["matched_with"] for r in rows} == {
+        "head-c": "", "head-q": "head-c", "head-big": "head-c_big", "head-c_big": "",
+    }  # fmt: skip
+    table = report.cell_table(rows)
+    line = next(x for x in table.splitlines() if x.startswith("| big |"))
+    # big vs the reference c: -4 points; vs its own matched c_big: -6 points
+    assert "| -4.00 ± 0.00 (n=2) | head-c | -6.00 ± 0.00 (n=2) vs head-c_big |" in line

@@ -27,6 +27,7 @@ import os
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import yaml
@@ -36,7 +37,10 @@ from hqc.ablate.record import read_result
 from hqc.ablate.stats import main_effects, mean_ci, paired_differences
 from hqc.errors import UserError
 
-FIXED = ["matrix", "design", "cell", "paired_with"]
+if TYPE_CHECKING:
+    from hqc.ablate.design import Cell
+
+FIXED = ["matrix", "design", "cell", "paired_with", "matched_with"]
 METRICS = ["seed", "status", "parameters", "train_seconds", "epochs"]
 METRICS += ["val_acc", "test_acc", "test_f1", "error"]
 OK = "ok"
@@ -66,17 +70,31 @@ def collect(matrix: Matrix, out: Path | None = None) -> list[Row]:
         if result is None:
             continue
         paired = Cell({**run.cell.levels, **given}).name
+        matched = _matched_cell(matrix, run.cell)
         row = {
             "matrix": matrix.name,
             "design": matrix.design.type,
             "cell": run.cell.name,
             "paired_with": paired if paired in names else "",
+            "matched_with": matched if matched in names else "",
             **run.cell.levels,
         }
         row |= {f"code_{f}": str(v) for f, v in codes(matrix, run.cell).items()}
         row |= {k: _text(result.get(k)) for k in METRICS}
         rows.append(row)
     return rows
+
+
+def _matched_cell(matrix: Matrix, cell: Cell) -> str:
+    """The cell whose ``match_parameters`` level names one of ``cell``'s levels ("" if none):
+    the classical head sized to this cell, compared with it on the same seeds."""
+    from hqc.ablate.design import Cell
+
+    for factor, level in cell.levels.items():
+        for name, other in matrix.factors[factor].items():
+            if other.match is not None and other.match.level == level:
+                return Cell({**cell.levels, factor: name}).name
+    return ""
 
 
 def _given_reference(matrix: Matrix) -> dict[str, str]:
@@ -139,6 +157,12 @@ def _fmt(values: Sequence[float], digits: int = 2, sign: bool = False) -> str:
     return f"{mean:{'+' if sign else ''}.{digits}f} ± {half:.{digits}f}"
 
 
+def _delta(rows: Sequence[Row], other: Sequence[Row]) -> str:
+    """Paired test-accuracy difference of ``rows`` to ``other`` on their shared seeds."""
+    diffs = paired_differences(_points(rows, "test_acc"), _points(other, "test_acc"))
+    return f"{_fmt(diffs, sign=True)} (n={len(diffs)})" if diffs else "–"
+
+
 def cell_table(rows: Sequence[Row]) -> str:
     """Markdown: one line per cell, means ± 95 % CI over its finished seeds."""
     factors = factors_of(rows)
@@ -146,6 +170,9 @@ def cell_table(rows: Sequence[Row]) -> str:
     done = _by_cell(_ok(rows))
     head = [*factors, "runs (failed)", "trainable params", "test acc %", "test macro F1 %"]
     head += ["val acc %", "train s", "Δ test vs paired cell (points)", "paired cell"]
+    matching = any(r.get("matched_with") for r in rows)
+    if matching:
+        head.append("Δ test vs its parameter-matched cell (points)")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, all_runs in cells.items():
         ok = done.get(name, [])
@@ -155,17 +182,15 @@ def cell_table(rows: Sequence[Row]) -> str:
         if len(params) > 1:
             param_text = f"{params[0]:,}–{params[-1]:,}"
         paired = all_runs[0]["paired_with"]
-        delta = "–"
-        if paired and paired != name:
-            diffs = paired_differences(
-                _points(ok, "test_acc"), _points(done.get(paired, []), "test_acc")
-            )
-            delta = f"{_fmt(diffs, sign=True)} (n={len(diffs)})" if diffs else "–"
+        delta = _delta(ok, done.get(paired, [])) if paired and paired != name else "–"
         seconds = [float(r["train_seconds"]) for r in ok if r["train_seconds"] != ""]
         cols = [all_runs[0][f] for f in factors]
         cols += [f"{len(ok)} ({failed})" if failed else str(len(ok)), param_text]
         cols += [_fmt(list(_points(ok, k).values())) for k in ("test_acc", "test_f1", "val_acc")]
         cols += [_fmt(seconds, 1), delta, "(reference)" if paired == name else paired or "–"]
+        if matching:
+            matched = all_runs[0].get("matched_with")
+            cols.append(f"{_delta(ok, done.get(matched, []))} vs {matched}" if matched else "–")
         lines.append("| " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
