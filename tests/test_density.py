@@ -324,3 +324,24 @@ def test_real_circuit_runs_real_and_matches_aer() -> None:
     assert qnn.real
     want = aer_values(transpiled, observables, [*x, *w], values, model_from(errors))
     np.testing.assert_allclose(qnn(torch.tensor(inputs)).detach().numpy(), want, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_noise_in_a_complex_basis_keeps_imaginary_parts(dtype) -> None:
+    """sx/rz (IBM's basis) give complex superoperators: moving the density module to the
+    layer's dtype must not cast them to real (it once did: a noise-free heron-basis head was
+    0.84 off in <Z>, and every head under the ibm_heron preset tested at chance)."""
+    from hqc.quantum.circuits import reupload_circuit, z_observables
+    from hqc.quantum.execution import Execution
+    from hqc.quantum.layer import QuantumLayer
+
+    circuit, inputs, weights = reupload_circuit(4, reuploads=2, layers=2, connectivity=2)
+    torch.manual_seed(0)
+    layer = QuantumLayer(circuit, z_observables(4, [0, 1]), inputs, weights).to(dtype)
+    x = torch.rand(6, 4, dtype=dtype) * 3
+    exact = layer(x)
+    for basis in (["rz", "sx", "x", "cz"], ["rx", "ry", "rz", "cx"]):
+        layer.set_execution(Execution(noise=NoiseSpec(basis_gates=basis, virtual_gates=["rz"])))
+        tol = 1e-10 if dtype == torch.float64 else 1e-5
+        torch.testing.assert_close(layer(x), exact, atol=tol, rtol=0)
+        layer.set_execution(Execution())

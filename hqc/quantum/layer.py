@@ -145,7 +145,12 @@ class QuantumLayer(nn.Module):
                     noise=execution.noise,
                     initial_weights=weights,
                 )
-            self.net.to(weights)  # the layer's device and dtype (a float64 model stays so)
+            # the layer's device and real dtype (a float64 model stays so); not .to(dtype),
+            # which would also cast a DensityQNN's complex superoperators to real, dropping
+            # their imaginary parts (bases with sx or rx)
+            self.net.to(weights.device)
+            if weights.dtype == torch.float64:
+                self.net.double()
             with torch.no_grad():  # exactly: a constructor may round them to float32
                 self.net.weight.copy_(weights)
         self.execution = execution
