@@ -156,18 +156,25 @@ def test_missing_csv_is_a_user_error(tmp_path):
         report.report_main([str(tmp_path / "nope.csv")])
 
 
-def test_collect_reads_result_json_in_run_order_and_pairs_by_reference(tmp_path, capsys):
+def _matrix(tmp_path, text):
+    """A two-seed matrix file over configs/hybrid.yaml with ``text``'s factors; (path, matrix)."""
     from hqc.ablate.matrix import load_matrix
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"base: {Path(__file__).parents[1] / 'configs/hybrid.yaml'}\nseeds: [0, 1]\n" + text
+    )
+    return path, load_matrix(path)
+
+
+def test_collect_reads_result_json_in_run_order_and_pairs_by_reference(tmp_path, capsys):
     from hqc.ablate.plan import runs
     from hqc.ablate.record import write_json
 
-    base = Path(__file__).parents[1] / "configs/hybrid.yaml"
-    path = tmp_path / "m.yaml"
-    path.write_text(
-        f"base: {base}\nseeds: [0, 1]\nreference: {{head: h}}\n"
-        "factors:\n  qubits: {'4': {}, '8': {}}\n  head: {h: {}, c: {}}\n"
+    path, matrix = _matrix(
+        tmp_path,
+        "reference: {head: h}\nfactors:\n  qubits: {'4': {}, '8': {}}\n  head: {h: {}, c: {}}\n",
     )
-    matrix = load_matrix(path)
     plan = runs(matrix, tmp_path / "runs")
     for i, run in enumerate(plan):
         if run.cell.name == "qubits-8__head-c" and run.seed == 1:
@@ -200,17 +207,14 @@ def test_collect_reads_result_json_in_run_order_and_pairs_by_reference(tmp_path,
 
 def test_each_cell_is_also_compared_with_the_classical_cell_matched_to_it(tmp_path, capsys):
     """A level with ``match_parameters: x`` is x's matched competitor: its own Δ column."""
-    from hqc.ablate.matrix import load_matrix
     from hqc.ablate.plan import runs
     from hqc.ablate.record import write_json
 
-    base = Path(__file__).parents[1] / "configs/hybrid.yaml"
-    path = tmp_path / "m.yaml"
-    path.write_text(
-        f"base: {base}\nseeds: [0, 1]\nreference: {{head: c}}\nfactors:\n  head:\n"
-        "    c: {match_parameters: q}\n    q: {}\n    big: {}\n    c_big: {match_parameters: big}\n"
+    _, matrix = _matrix(
+        tmp_path,
+        "reference: {head: c}\nfactors:\n  head:\n    c: {match_parameters: q}\n    q: {}\n"
+        "    big: {}\n    c_big: {match_parameters: big}\n",
     )
-    matrix = load_matrix(path)
     accuracy = {"c": 0.70, "q": 0.60, "big": 0.66, "c_big": 0.72}
     for run in runs(matrix, tmp_path / "runs"):
         result = {"schema": 1, "matrix": "m", "cell": run.cell.name, "seed": run.seed}

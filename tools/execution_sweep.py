@@ -24,31 +24,19 @@ where it stopped; ``report`` turns the rows into a markdown table and a plot::
 from __future__ import annotations
 
 import argparse
-import csv
-import os
 import re
 import statistics
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from hqc.ablate.report import read_rows as report_rows
+from hqc.ablate.report import write_rows
 from hqc.ablate.stats import mean_ci, paired_differences
 from hqc.errors import UserError, run_guarded
 from hqc.noise.spec import NoiseSpec
 from hqc.quantum.execution import Execution
 
-FIELDS = [
-    "cell",
-    "seed",
-    "setting",
-    "shots",
-    "noise",
-    "test_acc",
-    "test_f1",
-    "sentences",
-    "seconds",
-]
 EXACT = "exact"
 
 Row = dict[str, str]
@@ -81,21 +69,7 @@ def seed_runs(cell_dir: Path) -> list[tuple[int, Path, Path]]:
 
 def read_rows(path: Path) -> list[Row]:
     """The CSV's rows ([] before the first)."""
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def write_rows(path: Path, rows: Sequence[Row]) -> None:
-    """Replace ``path`` atomically with ``rows`` (a kill leaves the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-    with os.fdopen(fd, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    return report_rows([path]) if path.exists() else []
 
 
 def evaluate(model, datamodule, execution: Execution, limit: int | None) -> dict[str, float]:
