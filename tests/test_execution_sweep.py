@@ -101,6 +101,9 @@ def test_report_pairs_each_setting_with_exact_on_the_same_seed(tmp_path):
     # paired differences -10 and 0 points: mean -5, t(0.975, 1) * 7.07 / sqrt(2) = 63.53
     assert "| -5.00 ± 63.53 |" in shots
     assert execution_sweep.plot(rows, tmp_path / "p.png").stat().st_size > 0
+    presets_only = [r | {"setting": "ionq_aria+1024"} for r in rows if r["setting"] != "exact"]
+    assert execution_sweep.plot(presets_only, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
 
 
 def test_cell_without_runs_is_a_user_error(tmp_path):

@@ -164,8 +164,13 @@ def _fmt(values: Sequence[float], sign: bool = False) -> str:
     return f"{mean:+.2f} ± {ci:.2f}" if sign else f"{mean:.2f} ± {ci:.2f}"
 
 
-def plot(rows: Sequence[Row], path: Path) -> Path:
-    """Test accuracy (mean, 95 % band) against shots and against the depolarising rate."""
+def plot(rows: Sequence[Row], path: Path) -> Path | None:
+    """Test accuracy (mean, 95 % band) against shots and against the depolarising rate.
+
+    None (no file) when the rows hold neither, e.g. a presets-only sweep: its table says it all.
+    """
+    if not any(r["setting"].startswith(("shots=", "depolarizing=")) for r in rows):
+        return None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -244,8 +249,10 @@ def _main(argv: Sequence[str] | None = None) -> None:
     text = markdown(rows)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(text)
-    plot(rows, args.out.with_suffix(".png"))
+    figure = plot(rows, args.out.with_suffix(".png"))
     print(text, end="")
+    if figure is None:
+        print(f"(no shots or depolarising levels in {args.csv}: no plot)")
 
 
 if __name__ == "__main__":
