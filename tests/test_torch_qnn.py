@@ -9,6 +9,7 @@ from qiskit.circuit.library import StatePreparation, efficient_su2
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from hqc.quantum.torch_qnn import TorchQNN
+from hqc.quantum.torch_qnn.jacobian import jacobians
 
 ONE_QUBIT_FIXED = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx"]
 TWO_QUBIT_FIXED = ["cx", "cy", "cz", "swap"]
@@ -155,17 +156,23 @@ def test_every_gate_with_expressions_matches_statevector():
     np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
 
 
-def test_non_affine_angles_match_statevector():
+def non_affine_circuit():
+    """Angles that are products and functions of inputs and weights."""
     x, w = ParameterVector("x", 2), ParameterVector("w", 2)
     qc = QuantumCircuit(2)
     qc.h([0, 1])
     qc.rzz((np.pi - x[0]) * (np.pi - x[1]), 0, 1)  # ZZFeatureMap-style data map
     qc.ry(w[0] * x[0], 0)
     qc.rx(w[1].sin() + x[1] ** 2, 1)
+    return qc, list(x), list(w)
+
+
+def test_non_affine_angles_match_statevector():
+    qc, x, w = non_affine_circuit()
     obs = random_observables(2, seed=3)
-    qnn = TorchQNN(qc, obs, list(x), list(w)).double()
+    qnn = TorchQNN(qc, obs, x, w).double()
     inputs = torch.rand(4, 2, dtype=torch.float64)
-    expected = reference(qc, obs, list(x), list(w), inputs.numpy(), qnn.weight.detach().numpy())
+    expected = reference(qc, obs, x, w, inputs.numpy(), qnn.weight.detach().numpy())
     np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
     assert torch.autograd.gradcheck(lambda a, w_: qnn(a), (inputs.requires_grad_(), qnn.weight))
 
@@ -538,3 +545,41 @@ def test_fusion_width_changes_blocks_not_values(circuit, width):
     torch.testing.assert_close(other(inputs), default(inputs), atol=1e-12, rtol=0)
     for e, g in zip(weighted_grads(default, inputs), weighted_grads(other, inputs), strict=True):
         torch.testing.assert_close(g, e, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize(
+    ("backward", "every"), [("saved", None), ("adjoint", None), ("adjoint", 2)]
+)
+@pytest.mark.parametrize(
+    "circuit",
+    [
+        lambda: random_circuit(7, 90, seed=1),
+        lambda: random_circuit(8, 60, seed=2, distant=True),
+        every_gate_circuit,
+        non_affine_circuit,
+        lambda: paper_circuit(6),
+    ],
+    ids=["random", "distant", "every-gate", "non-affine", "paper"],
+)
+def test_per_sample_jacobians_equal_autograd_sample_by_sample(circuit, backward, every):
+    qc, xs, ws = circuit()
+    obs = random_observables(qc.num_qubits, seed=0)
+    qnn = TorchQNN(qc, obs, xs, ws, backward=backward, checkpoint_every=every).double()
+    inputs = torch.rand(4, len(xs), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out, jac = jacobians(qnn, inputs * 3)
+    assert jac.shape == (4, len(obs), len(xs) + len(ws))
+    torch.testing.assert_close(out, qnn(inputs * 3).detach(), atol=1e-13, rtol=0)
+    for b, row in enumerate(inputs * 3):
+        expected = torch.autograd.functional.jacobian(
+            lambda x, w: torch.func.functional_call(qnn, {"weight": w}, (x[None],))[0],
+            (row, qnn.weight.detach()),
+        )
+        torch.testing.assert_close(jac[b], torch.cat(expected, 1), atol=1e-12, rtol=0)
+    assert jac[..., len(xs) :].abs().amax() > 1e-3  # weights matter: not a vacuous comparison
+
+
+def test_per_sample_jacobians_of_an_empty_batch():
+    qc, xs, ws = random_circuit(4, 30, seed=3)
+    qnn = TorchQNN(qc, random_observables(4, seed=1), xs, ws).double()
+    out, jac = jacobians(qnn, torch.empty(0, len(xs), dtype=torch.float64))
+    assert out.shape == (0, 3) and jac.shape == (0, 3, len(xs) + len(ws))

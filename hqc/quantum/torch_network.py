@@ -19,6 +19,7 @@ from qiskit_machine_learning.neural_networks import NeuralNetwork
 
 from hqc.quantum.connector import InputGradientConnector
 from hqc.quantum.torch_qnn import TorchQNN
+from hqc.quantum.torch_qnn.jacobian import jacobians
 
 
 class TorchQNNNetwork(NeuralNetwork):
@@ -29,18 +30,13 @@ class TorchQNNNetwork(NeuralNetwork):
     ``input_gradients``) and ``(B, n_obs, num_weights)``.
 
     qiskit-ml wants a weight Jacobian per sample, but :class:`TorchQNN` shares one weight
-    vector over the batch (weight-only gates fuse into shared block matrices). So ``_backward``
-    runs a second compilation that takes the weights as extra input columns (broadcast to
-    every sample): samples stay independent, and one autograd pass per observable over the
-    whole batch gives every sample's input and weight gradients (with 8x8 blocks: built per
-    sample, they cost less than 16x16 ones, 1.5x on the paper core). ``_forward`` (validation,
-    test, predict) keeps the shared, fused one: 60x faster on 1,024 samples of the paper's
-    8-qubit core.
+    vector over the batch (weight-only gates fuse into shared block matrices). ``_backward``
+    keeps the shared compilation and takes the per-sample cotangents of those matrices
+    (:func:`~hqc.quantum.torch_qnn.jacobian.jacobians`): one forward and one backward per
+    observable, instead of building every block per sample.
 
     Attributes:
-        qnn: the float64 :class:`TorchQNN` of ``_forward``, weights bound per call.
-        per_sample: the float64 :class:`TorchQNN` of ``_backward``, with
-            ``input_params + weight_params`` as inputs.
+        qnn: the float64 :class:`TorchQNN`, weights bound per call.
     """
 
     def __init__(
@@ -63,8 +59,6 @@ class TorchQNNNetwork(NeuralNetwork):
         )
         self.circuit = circuit
         self.qnn = TorchQNN(circuit, observables, input_params, weight_params).double()
-        variables = [*input_params, *weight_params]
-        self.per_sample = TorchQNN(circuit, observables, variables, fuse_qubits=3).double()
 
     @staticmethod
     def _tensors(
@@ -77,27 +71,22 @@ class TorchQNNNetwork(NeuralNetwork):
         weights_ = np.zeros(0) if weights is None else weights
         return inputs, torch.as_tensor(weights_, dtype=torch.float64)
 
-    def _forward(self, input_data: np.ndarray | None, weights: np.ndarray | None) -> np.ndarray:
+    def _bind(self, input_data: np.ndarray | None, weights: np.ndarray | None) -> torch.Tensor:
+        """The inputs as a tensor, with ``weights`` bound to :attr:`qnn`."""
         inputs, weights_ = self._tensors(input_data, weights)
         with torch.no_grad():
             self.qnn.weight.copy_(weights_)
+        return inputs
+
+    def _forward(self, input_data: np.ndarray | None, weights: np.ndarray | None) -> np.ndarray:
+        inputs = self._bind(input_data, weights)
+        with torch.no_grad():
             return self.qnn(inputs).numpy()
 
     def _backward(
         self, input_data: np.ndarray | None, weights: np.ndarray | None
     ) -> tuple[np.ndarray | None, np.ndarray]:
-        inputs, weights_ = self._tensors(input_data, weights)
-        columns = torch.cat([inputs, weights_.expand(inputs.shape[0], -1)], 1).requires_grad_()
-        with torch.enable_grad():
-            out = self.per_sample(columns)
-            n_obs = out.shape[1]
-            jacobian = torch.stack(
-                [
-                    torch.autograd.grad(out[:, k].sum(), columns, retain_graph=k < n_obs - 1)[0]
-                    for k in range(n_obs)
-                ],
-                1,
-            ).numpy()
+        jacobian = jacobians(self.qnn, self._bind(input_data, weights))[1].numpy()
         input_grad = jacobian[..., : self.num_inputs] if self.input_gradients else None
         return input_grad, jacobian[..., self.num_inputs :]
 

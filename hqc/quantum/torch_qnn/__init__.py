@@ -34,7 +34,9 @@ Modules, in the order a circuit passes through them:
 * :mod:`.blocks`: the block matrices (and the product-state prefix) from the angles;
 * :mod:`.kernels`: the evolution of the state through the op list, forward and backward;
 * :mod:`.measure`: observables as diagonal and bit-flip tables, and their expectations;
-* :mod:`.qnn`: :class:`TorchQNN`, the ``nn.Module`` that ties them together.
+* :mod:`.qnn`: :class:`TorchQNN`, the ``nn.Module`` that ties them together;
+* :mod:`.jacobian`: per-sample Jacobians by inputs and weights (qiskit-machine-learning's
+  ``NeuralNetwork`` contract) from the shared compilation.
 """
 
 from hqc.quantum.torch_qnn.qnn import TorchQNN

@@ -189,19 +189,25 @@ class BlockGroup(nn.Module):
         small: one node per group instead of a select and a gradient sum per block.
         ``cos`` and ``sin`` have ``B + 1`` rows; the shared blocks are built from the last one.
         """
+        prod = self.products(cos[-1:], sin[-1:])
+        return prod[: self.n_shared], self.layered(prod, self.layers(cos[:-1], sin[:-1]))
+
+    def products(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """The weight-only products from one row: shared blocks, befores, afters ``(P, K, K)``."""
         k = 1 << self.width
-        factors = _factors(self, "_a", self.complex, cos[-1:], sin[-1:])
-        cos, sin = cos[:-1], sin[:-1]
+        factors = _factors(self, "_a", self.complex, cos, sin)
         prod = factors.view(self.length, -1, k, k)
         while prod.shape[0] > 1:  # bit-reversed storage: the halves pair consecutive factors
             earlier, later = prod.chunk(2, 0)
             half = earlier.shape[0]
             prod = torch.bmm(later.flatten(0, 1), earlier.flatten(0, 1)).view(half, -1, k, k)
-        prod = prod[0]
-        shared = prod[: self.n_shared]
+        return prod[0]
+
+    def layers(self, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Each per-sample block's input-dependent layer, ``(L, B, K, K)``."""
         batch, n_l = cos.shape[0], self.n_layered
         if not n_l:
-            return shared, prod.new_empty(0, batch, k, k)
+            return cos.new_empty(0, batch, 1 << self.width, 1 << self.width)
         two = _factors(self, "_l", self.complex, cos, sin)
         two = two.view(n_l, self.width, self.depth, batch, 2, 2)
         layer = two[:, :, 0]
@@ -214,8 +220,47 @@ class BlockGroup(nn.Module):
             kron = (
                 outer.view(n_l, batch, 2, 2, m, m).transpose(3, 4).reshape(n_l, batch, 2 * m, 2 * m)
             )
-        before = prod[self.n_shared : self.n_shared + n_l]
-        after = prod[self.n_shared + n_l :]
+        return kron
+
+    def layered(self, prod: torch.Tensor, kron: torch.Tensor) -> torch.Tensor:
+        """Per-sample block matrices ``after @ layer @ before``, ``(L, B, K, K)``: two GEMMs."""
+        n_l, batch = kron.shape[:2]
+        if not n_l:
+            return kron.to(prod.dtype)
+        k = 1 << self.width
+        before, after = self.split(prod)
         left = torch.bmm(after, kron.transpose(1, 2).reshape(n_l, k, batch * k))
         left = left.view(n_l, k, batch, k).transpose(1, 2).reshape(n_l, batch * k, k)
-        return shared, torch.bmm(left, before).view(n_l, batch, k, k)
+        return torch.bmm(left, before).view(n_l, batch, k, k)
+
+    def split(self, prod: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The per-sample blocks' ``before`` and ``after`` products in ``prod``."""
+        n_s, n_l = self.n_shared, self.n_layered
+        return prod[n_s : n_s + n_l], prod[n_s + n_l :]
+
+    def product_derivatives(
+        self, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Derivatives of every product by its factors' ``cos φ`` and ``sin φ``, from one row.
+
+        A product is ``F_{L-1} … F_0``; its derivative by factor ``r``'s ``cos φ`` is
+        ``(F_{L-1} … F_{r+1}) Ac_r (F_{r-1} … F_0)``. Returns those ``(P, K², L)`` for ``cos``
+        and for ``sin``, and each factor's angle slot ``(P, L)``: a per-sample cotangent of the
+        products then contracts with them in one GEMM, however large the batch.
+        """
+        k, length = 1 << self.width, self.length
+        order = _bit_reversed(length)  # storage index of each position (an involution)
+        factors = _factors(self, "_a", self.complex, cos, sin).view(length, -1, k, k)[order]
+        count = factors.shape[1]
+        a = torch.complex(self._a_re, self._a_im) if self.complex else self._a_re
+        a = a.to(factors.dtype).view(length, count, 3, k, k)[order]
+        eye = torch.eye(k, dtype=factors.dtype, device=factors.device).expand(count, k, k)
+        right, left = [eye], [eye]
+        for r in range(length - 1):
+            right.append(torch.bmm(factors[r], right[-1]))
+            left.append(torch.bmm(left[-1], factors[length - 1 - r]))
+        outer = torch.stack(left[::-1]).unsqueeze(2)  # (L, P, 1, K, K)
+        inner = torch.stack(right).unsqueeze(2)
+        d = (outer @ a[:, :, 1:] @ inner).permute(2, 1, 3, 4, 0).reshape(2, count, k * k, length)
+        slots = self._a_slot.view(length, count)[order].T
+        return d[0], d[1], slots

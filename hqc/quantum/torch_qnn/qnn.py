@@ -137,42 +137,52 @@ class TorchQNN(nn.Module):
             )
         weight = self.weight
         rdtype, device = weight.dtype, weight.device
-        cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
         batch, dim = inputs.shape[0], 2**self.num_qubits
 
         # One extra last row builds the weight-only (shared) block matrices, so that they exist
         # for an empty batch too; it repeats the first sample (any row gives the same values).
         rows = inputs.to(device, rdtype)
         rows = torch.cat([rows, rows[:1] if batch else rows.new_zeros(1, self.num_inputs)])
-        variables = torch.cat([rows, weight.expand(batch + 1, -1)], 1)
-        angles = torch.addmm(self._angle_b.to(rdtype), variables, self._angle_a.to(rdtype))
-        if self._nonaffine:
-            values = torch.stack([f(variables) for f in self._nonaffine], 1)
-            angles = angles.index_add(1, self._nonaffine_slots, values)
+        angles = self.angles(torch.cat([rows, weight.expand(batch + 1, -1)], 1))
         cos, sin = torch.cos(angles), torch.sin(angles)
         mats = [group(cos, sin) for group in self.groups]
         cos, sin = cos[:batch], sin[:batch]
-
-        steps = self._steps
-        if initial_state is None:
-            sdtype = rdtype if self.real else cdtype
-            state = self.prefix.product_state(cos, sin, sdtype)  # built in the first frame
-            steps = steps[1:] if steps and steps[0][0] == "rotate" else steps
-        else:
-            if initial_state.shape != (batch, dim):
-                raise ValueError(
-                    f"initial_state must have shape ({batch}, {dim}), "
-                    f"got {tuple(initial_state.shape)}"
-                )
-            sdtype = rdtype if self.real and not initial_state.is_complex() else cdtype
-            state = self.prefix.apply(initial_state.to(device, sdtype), cos, sin)
-        stacks = [m.to(sdtype) for pair in mats for m in pair]  # (shared, per-sample) per group
+        state, steps = self.initial_state(cos, sin, initial_state)
+        stacks = [m.to(state.dtype) for pair in mats for m in pair]  # (shared, per-sample)
         grad = torch.is_grad_enabled() and any(t.requires_grad for t in (state, *stacks))
         memory, size = None, len(self._refs) * batch * dim
-        if grad and self._saves_states(size, sdtype):
-            memory = self._saved_memory(size, sdtype, device)
+        if grad and self._saves_states(size, state.dtype):
+            memory = self._saved_memory(size, state.dtype, device)
         state = Evolve.apply(state, steps, self._refs, memory, self.checkpoint_every, *stacks)
         return expectations(self, state, rdtype).to(inputs.device)
+
+    def angles(self, variables: torch.Tensor) -> torch.Tensor:
+        """Every gate angle slot ``(B, slots)`` from rows of ``[inputs, weights]``."""
+        dtype = variables.dtype
+        angles = torch.addmm(self._angle_b.to(dtype), variables, self._angle_a.to(dtype))
+        if self._nonaffine:
+            values = torch.stack([f(variables) for f in self._nonaffine], 1)
+            angles = angles.index_add(1, self._nonaffine_slots, values)
+        return angles
+
+    def initial_state(
+        self, cos: torch.Tensor, sin: torch.Tensor, given: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, list[tuple]]:
+        """The state the op list starts from (after the prefix), and the op list to run on it.
+
+        ``given`` ``(B, 2**num_qubits)`` replaces ``|0...0>``; the state is real when the circuit
+        and ``given`` are.
+        """
+        rdtype, steps = cos.dtype, self._steps
+        cdtype = torch.complex128 if rdtype == torch.float64 else torch.complex64
+        if given is None:
+            state = self.prefix.product_state(cos, sin, rdtype if self.real else cdtype)
+            return state, steps[1:] if steps and steps[0][0] == "rotate" else steps  # 1st frame
+        shape = (cos.shape[0], 2**self.num_qubits)
+        if given.shape != shape:
+            raise ValueError(f"initial_state must have shape {shape}, got {tuple(given.shape)}")
+        sdtype = rdtype if self.real and not given.is_complex() else cdtype
+        return self.prefix.apply(given.to(cos.device, sdtype), cos, sin), steps
 
     def _saves_states(self, size: int, dtype: torch.dtype) -> bool:
         """Whether this forward keeps its ``size`` block-input amplitudes (else: adjoint)."""
