@@ -94,8 +94,9 @@ class TorchQNNNetwork(NeuralNetwork):
 class TorchQNNConnector(InputGradientConnector):
     """``TorchConnector(TorchQNNNetwork(...))`` asking for input gradients only when needed.
 
-    ``parallel_batch``: its per-sample blocks scale with threads, so ``--threads auto`` gives
-    the fit its share of the cores (:mod:`hqc.threads`).
+    ``parallel_batch``: its per-sample Jacobian GEMMs scale with threads (unlike the torch
+    backend's small shared ones), so ``--threads auto`` gives the fit its share of the cores
+    (:mod:`hqc.threads`).
     """
 
     parallel_batch = True
