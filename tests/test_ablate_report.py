@@ -151,6 +151,21 @@ def test_committed_qubit_sweep_table_is_what_its_committed_csv_gives(tmp_path, c
     assert (tmp_path / "qubits.csv").read_text() == (committed / "qubits.csv").read_text()
 
 
+def test_csvs_from_different_versions_merge_with_the_union_of_columns(tmp_path, capsys):
+    """Seeds added by a later hqc (one more column) merge with the committed rows."""
+    old = [_row("a", seed, 0.6 + 0.01 * seed) for seed in range(3)]
+    new = [_row("a", seed, 0.7) | {"matched_with": "b"} for seed in (3, 4)]
+    (tmp_path / "new").mkdir()
+    paths = [_write(tmp_path / "m.csv", old), _write(tmp_path / "new/m.csv", new)]
+    report.report_main([*map(str, paths), "--out", str(tmp_path / "out"), "--no-plots"])
+    capsys.readouterr()
+    with (tmp_path / "out/m.csv").open(newline="") as f:
+        merged = list(csv.DictReader(f))
+    assert [r["seed"] for r in merged] == ["0", "1", "2", "3", "4"]
+    assert [r["matched_with"] for r in merged] == ["", "", "", "b", "b"]
+    assert list(tmp_path.glob("out/.*")) == []  # no temporary file left behind
+
+
 def test_missing_csv_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=r"nope\.csv"):
         report.report_main([str(tmp_path / "nope.csv")])

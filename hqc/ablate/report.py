@@ -124,14 +124,22 @@ def read_rows(paths: Sequence[Path]) -> list[Row]:
 
 
 def write_rows(path: Path, rows: Sequence[Row]) -> None:
-    """Write the tidy CSV atomically (columns of the first row; a reader never sees half)."""
+    """Write the tidy CSV atomically (a reader never sees half).
+
+    Columns are every row's, in order of first appearance: CSVs from different hqc versions
+    merge (a column one lacks is left empty).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, list(rows[0]) if rows else FIXED + METRICS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
+    columns = list(dict.fromkeys(key for row in rows for key in row)) or FIXED + METRICS
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _ok(rows: Sequence[Row]) -> list[Row]:
