@@ -1,5 +1,7 @@
 """TorchQNN must reproduce Qiskit's exact expectations and gradients on arbitrary circuits."""
 
+import gc
+
 import numpy as np
 import pytest
 import torch
@@ -9,12 +11,20 @@ from qiskit.circuit.library import StatePreparation, efficient_su2
 from qiskit.quantum_info import SparsePauliOp, Statevector
 
 from hqc.quantum.torch_qnn import TorchQNN
+from hqc.quantum.torch_qnn import qnn as qnn_module
 from hqc.quantum.torch_qnn.jacobian import jacobians
+from hqc.quantum.torch_qnn.native import library
 
 ONE_QUBIT_FIXED = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx"]
 TWO_QUBIT_FIXED = ["cx", "cy", "cz", "swap"]
 ONE_QUBIT_ROT = ["rx", "ry", "rz", "p"]
 TWO_QUBIT_ROT = ["crx", "cry", "crz", "cp", "rxx", "ryy", "rzz"]
+REAL = {  # the gates with real matrices: circuits of these take the real path (and the native one)
+    "1q": ["h", "x", "z"],
+    "1q_rot": ["ry"],
+    "2q": ["cx", "cz", "swap"],
+    "2q_rot": ["cry"],
+}
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +34,18 @@ def single_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, params=["fused", "native"])
+def path(request, monkeypatch):
+    """Every test on both evaluation paths: the fused torch one, and (for real circuits) the
+    native kernel at every size. A test of the fused path's own machinery pins ``native=False``."""
+    if request.param == "fused":
+        monkeypatch.setenv("HQC_NATIVE", "0")
+    else:
+        assert library() is not None, "the native kernel did not build (is a C compiler installed?)"
+        monkeypatch.setattr(qnn_module, "NATIVE_MAX_WORK", float("inf"))
+    return request.param
 
 
 def reference(qc, obs, input_params, weight_params, inputs, weights):
@@ -53,26 +75,32 @@ def random_angle(rng, xs, ws):
     return x + w
 
 
-def random_circuit(n, depth, seed, distant=False):
-    """Random supported gates; ``distant`` puts 2-qubit gates on qubits no window can hold."""
+def random_circuit(n, depth, seed, distant=False, real=False):
+    """Random supported gates; ``distant`` puts 2-qubit gates on qubits no window can hold;
+    ``real`` draws only gates with real matrices."""
     rng = np.random.default_rng(seed)
     xs, ws = ParameterVector("x", n), ParameterVector("w", 2 * n)
     qc = QuantumCircuit(n)
+    pick = {"1q": ONE_QUBIT_FIXED, "1q_rot": ONE_QUBIT_ROT, "2q": TWO_QUBIT_FIXED}
+    pick["2q_rot"] = TWO_QUBIT_ROT
+    if real:
+        pick = REAL
     for _ in range(depth):
         kind = rng.integers(4) if n > 1 else rng.integers(2)
         if kind == 0:
-            getattr(qc, ONE_QUBIT_FIXED[rng.integers(9)])(int(rng.integers(n)))
+            getattr(qc, pick["1q"][rng.integers(len(pick["1q"]))])(int(rng.integers(n)))
         elif kind == 1:
-            name = ONE_QUBIT_ROT[rng.integers(4)]
+            name = pick["1q_rot"][rng.integers(len(pick["1q_rot"]))]
             getattr(qc, name)(random_angle(rng, xs, ws), int(rng.integers(n)))
         else:
             a, b = (int(q) for q in rng.choice(n, 2, replace=False))
             if distant:  # far apart on the ring: not in any 4-qubit window
                 a, b = 0, n // 2
             if kind == 2:
-                getattr(qc, TWO_QUBIT_FIXED[rng.integers(4)])(a, b)
+                getattr(qc, pick["2q"][rng.integers(len(pick["2q"]))])(a, b)
             else:
-                getattr(qc, TWO_QUBIT_ROT[rng.integers(7)])(random_angle(rng, xs, ws), a, b)
+                name = pick["2q_rot"][rng.integers(len(pick["2q_rot"]))]
+                getattr(qc, name)(random_angle(rng, xs, ws), a, b)
     return qc, list(xs), list(ws)
 
 
@@ -257,6 +285,59 @@ def test_real_path_equals_complex_path():
         torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize(("n", "distant"), [(1, False), (3, False), (6, False), (7, True)])
+def test_real_random_circuits_match_statevector_with_gradients(n, distant):
+    qc, xs, ws = random_circuit(n, 15 * n, seed=70 + n, distant=distant, real=True)
+    # i·Y is not Hermitian: its real part is 0 on real states, and so must its gradient be
+    obs = [*random_observables(n, seed=n), SparsePauliOp("I" * (n - 1) + "Y", coeffs=[1j])]
+    qnn = TorchQNN(qc, obs, xs, ws).double()
+    assert qnn.real
+    inputs = torch.rand(3, n, dtype=torch.float64) * 4 - 2
+    expected = reference(qc, obs, xs, ws, inputs.numpy(), qnn.weight.detach().numpy())
+    np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
+    state = torch.randn(2, 2**n, dtype=torch.float64, requires_grad=True)
+    some = inputs[:2].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda x, s, w: qnn(x, s), (some, state, qnn.weight))
+
+
+def test_native_path_is_chosen_for_small_real_circuits_only(monkeypatch):
+    monkeypatch.delenv("HQC_NATIVE", raising=False)
+    monkeypatch.setattr(qnn_module, "NATIVE_MAX_WORK", 64 * 2**4 * 116)  # Q = 4: 116 gates
+    qc, xs, ws = paper_circuit(4)
+    qnn = TorchQNN(qc, SparsePauliOp("IIIZ"), xs, ws)
+    cpu, real_state = torch.device("cpu"), torch.rand(64, 16)
+    assert qnn._native.count == 116
+    assert qnn._runs_native(64, None, cpu) and qnn._runs_native(64, real_state, cpu)
+    assert not qnn._runs_native(65, None, cpu)  # past the work bound: fused
+    assert not qnn._runs_native(8, real_state.to(torch.complex64)[:8], cpu)
+    assert TorchQNN(qc, SparsePauliOp("IIIZ"), xs, ws, native=True)._runs_native(10**6, None, cpu)
+    assert not TorchQNN(qc, SparsePauliOp("IIIZ"), xs, ws, native=False)._runs_native(1, None, cpu)
+    assert TorchQNN(qc, SparsePauliOp("IIIY"), xs, ws, real=False)._native is None
+    monkeypatch.setenv("HQC_NATIVE", "0")
+    assert not qnn._runs_native(1, None, cpu)
+
+
+def test_native_build_failure_warns_and_falls_back(monkeypatch, tmp_path):
+    from hqc.quantum.torch_qnn import native
+
+    qc, xs, ws = paper_circuit(3)
+    qnn = TorchQNN(qc, SparsePauliOp("IIZ"), xs, ws).double()
+    inputs = torch.rand(2, 3, dtype=torch.float64)
+    expected = reference(qc, [SparsePauliOp("IIZ")], xs, ws, inputs.numpy(), qnn.weight.detach())
+    monkeypatch.delenv("HQC_NATIVE", raising=False)
+    monkeypatch.setenv("HQC_CACHE_DIR", str(tmp_path))  # nothing built there yet
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    native._build.cache_clear()
+    try:
+        with pytest.warns(UserWarning, match="native kernel not built"):
+            assert native.library() is None
+        assert not qnn._runs_native(2, None, torch.device("cpu"))
+        np.testing.assert_allclose(qnn(inputs).detach().numpy(), expected, atol=1e-10)
+        assert list(tmp_path.glob("native/*")) == []  # no torn library left behind
+    finally:
+        native._build.cache_clear()
+
+
 def test_dtype_follows_module():
     qc, xs, ws = paper_circuit(5)
     qnn = TorchQNN(qc, SparsePauliOp("IIIIZ"), xs, ws)
@@ -410,7 +491,7 @@ def test_affine_angles_form_one_coefficient_matrix():
 
 def test_reused_memory_never_corrupts_gradients():
     qc, xs, ws = paper_circuit(6)
-    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws).double()
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws, native=False).double()
     x1, x2 = torch.rand(2, 6, dtype=torch.float64), torch.rand(3, 6, dtype=torch.float64)
     expected = [torch.autograd.grad(qnn(x).sum(), qnn.weight)[0] for x in (x1, x2)]
     # two graphs alive at once: the second forward must not reuse the first one's memory
@@ -434,8 +515,12 @@ def test_copy_and_pickle_after_training_step():
     qnn = TorchQNN(qc, SparsePauliOp("IIIIZ"), xs, ws)
     inputs = torch.rand(4, 5)
     qnn(inputs).sum().backward()  # leaves reusable memory behind
-    for clone in (copy.deepcopy(qnn), pickle.loads(pickle.dumps(qnn))):
-        torch.testing.assert_close(clone(inputs), qnn(inputs))
+    expected = qnn(inputs).detach()
+    clones = [copy.deepcopy(qnn), pickle.loads(pickle.dumps(qnn))]
+    del qnn  # a clone must own everything it runs on (the native kernel's gate arrays too)
+    gc.collect()
+    for clone in clones:
+        torch.testing.assert_close(clone(inputs), expected)
 
 
 @pytest.mark.parametrize("distant", [False, True])
@@ -478,9 +563,16 @@ def weighted_grads(qnn, inputs, state=None):
 def test_adjoint_backward_equals_saved_states(circuit, every, dtype):
     qc, xs, ws = circuit()
     obs = random_observables(qc.num_qubits, seed=0)
-    saved = TorchQNN(qc, obs, xs, ws, backward="saved").to(dtype)
+    saved = TorchQNN(qc, obs, xs, ws, backward="saved", native=False).to(dtype)
     adjoint = TorchQNN(
-        qc, obs, xs, ws, saved.weight.detach(), backward="adjoint", checkpoint_every=every
+        qc,
+        obs,
+        xs,
+        ws,
+        saved.weight.detach(),
+        backward="adjoint",
+        checkpoint_every=every,
+        native=False,
     ).to(dtype)
     inputs = torch.rand(5, len(xs), dtype=dtype, generator=torch.Generator().manual_seed(0)) * 2
     expected = weighted_grads(saved, inputs)
@@ -502,10 +594,8 @@ def test_adjoint_backward_gradcheck_with_initial_state(complex_state):
 
 
 def test_auto_backward_switches_to_adjoint_past_the_memory_bound(monkeypatch):
-    from hqc.quantum.torch_qnn import qnn as qnn_module
-
     qc, xs, ws = paper_circuit(6)
-    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws).double()
+    qnn = TorchQNN(qc, SparsePauliOp("IIIIIZ"), xs, ws, native=False).double()
     inputs = torch.rand(4, 6, dtype=torch.float64)
     expected = weighted_grads(qnn, inputs)
     assert qnn._memory is not None  # small: block inputs saved
@@ -538,7 +628,9 @@ def test_fusion_width_changes_blocks_not_values(circuit, width):
     qc, xs, ws = circuit()
     obs = random_observables(qc.num_qubits, seed=0)
     default = TorchQNN(qc, obs, xs, ws).double()
-    other = TorchQNN(qc, obs, xs, ws, default.weight.detach(), fuse_qubits=width).double()
+    other = TorchQNN(
+        qc, obs, xs, ws, default.weight.detach(), fuse_qubits=width, native=False
+    ).double()
     widths = [{s[2] for s in q._steps if s[0] == "low"} for q in (default, other)]
     assert widths[1] != widths[0] and max(widths[1]) <= width  # a different compilation ran
     inputs = torch.rand(4, len(xs), dtype=torch.float64, generator=torch.Generator().manual_seed(3))

@@ -17,9 +17,14 @@ from hqc.quantum.torch_qnn.fusion import FUSE_QUBITS, compile_ops, fuse, schedul
 from hqc.quantum.torch_qnn.gates import Angles, flatten
 from hqc.quantum.torch_qnn.kernels import Evolve, Lease
 from hqc.quantum.torch_qnn.measure import expectations, register_observables
+from hqc.quantum.torch_qnn.native import GateTable, NativeQNN, library
 
 SAVED_STATES_MAX_BYTES = 2 << 30
 """``backward="auto"`` saves the block inputs while they take at most this many bytes."""
+
+NATIVE_MAX_WORK = 1 << 21
+"""``native=None`` runs a real circuit on the CPU through the native kernel while batch × 2**Q ×
+gates is at most this (measured crossover with the fused torch path, BENCHMARKS.md)."""
 
 
 class TorchQNN(nn.Module):
@@ -46,6 +51,10 @@ class TorchQNN(nn.Module):
             bound the float32 drift of the recomputed states (``None``: none).
         fuse_qubits: Width of the fusion window. Four suits shared (weight-only) blocks; a
             circuit whose blocks are nearly all per-sample builds cheaper 8x8 blocks with three.
+        native: ``None`` evaluates small real circuits on the CPU gate by gate in one compiled
+            call (:mod:`.native`) while batch × 2**Q × gates ≤ :data:`NATIVE_MAX_WORK`, else
+            the fused torch path; ``False`` always takes the fused path; ``True`` the native one
+            wherever it applies (real circuit and state, CPU, a C compiler).
 
     Gate angles that are non-affine in the parameters (e.g. ``(π - x)(π - y)`` in
     ``ZZFeatureMap``) work through a slower path: sympy turns them into a torch function evaluated
@@ -64,6 +73,7 @@ class TorchQNN(nn.Module):
         backward: str = "auto",
         checkpoint_every: int | None = None,
         fuse_qubits: int = FUSE_QUBITS,
+        native: bool | None = None,
     ) -> None:
         super().__init__()
         n = circuit.num_qubits
@@ -109,6 +119,8 @@ class TorchQNN(nn.Module):
         )
         self._nonaffine = [f for _, f in angles.nonaffine]
 
+        self.native = native
+        flat = gates
         prefix, gates = split_prefix(gates, n)
         width = min(fuse_qubits, n)
         blocks = fuse(gates, n, width)
@@ -122,7 +134,10 @@ class TorchQNN(nn.Module):
         self.prefix = Prefix(prefix, [(p + frame) % n for p in range(n)])
         self._memory: torch.Tensor | None = None
         self._lease: weakref.ref[Lease] | None = None
-        self.num_outputs = register_observables(self, observables, n, plan[-1][0] if plan else 0)
+        frame = plan[-1][0] if plan else 0
+        self.num_outputs = register_observables(self, observables, n, frame)
+        # the native kernel simulates in the final frame's qubit order, the observables' order
+        self._native = GateTable(flat, n, frame) if self.real and native is not False else None
 
     def forward(
         self, inputs: torch.Tensor, initial_state: torch.Tensor | None = None
@@ -138,7 +153,8 @@ class TorchQNN(nn.Module):
         weight = self.weight
         rdtype, device = weight.dtype, weight.device
         batch, dim = inputs.shape[0], 2**self.num_qubits
-
+        if self._runs_native(batch, initial_state, device):
+            return self._forward_native(inputs, initial_state)
         # One extra last row builds the weight-only (shared) block matrices, so that they exist
         # for an empty batch too; it repeats the first sample (any row gives the same values).
         rows = inputs.to(device, rdtype)
@@ -155,6 +171,28 @@ class TorchQNN(nn.Module):
             memory = self._saved_memory(size, state.dtype, device)
         state = Evolve.apply(state, steps, self._refs, memory, self.checkpoint_every, *stacks)
         return expectations(self, state, rdtype).to(inputs.device)
+
+    def _forward_native(
+        self, inputs: torch.Tensor, initial_state: torch.Tensor | None
+    ) -> torch.Tensor:
+        """The forward through the native kernel (float64 inside), one autograd node."""
+        shape = (inputs.shape[0], 2**self.num_qubits)
+        if initial_state is not None and initial_state.shape != shape:
+            raise ValueError(
+                f"initial_state must have shape {shape}, got {tuple(initial_state.shape)}"
+            )
+        return NativeQNN.apply(inputs, self.weight, initial_state, self).to(inputs.device)
+
+    def _runs_native(
+        self, batch: int, initial_state: torch.Tensor | None, device: torch.device
+    ) -> bool:
+        """Whether this forward takes the native kernel (see ``native``)."""
+        if self._native is None or self._nonaffine or device.type != "cpu" or self.native is False:
+            return False
+        if initial_state is not None and (initial_state.is_complex() or initial_state.is_cuda):
+            return False
+        work = batch * 2**self.num_qubits * self._native.count
+        return (self.native or work <= NATIVE_MAX_WORK) and library() is not None
 
     def angles(self, variables: torch.Tensor) -> torch.Tensor:
         """Every gate angle slot ``(B, slots)`` from rows of ``[inputs, weights]``."""
