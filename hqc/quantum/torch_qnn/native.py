@@ -101,9 +101,8 @@ class GateTable:
         """Index taking a state from the logical qubit order to the simulated one."""
         if self._order is None:
             n, x = self.dim.bit_length() - 1, np.arange(self.dim)
-            self._order = torch.as_tensor(
-                sum(((x >> p) & 1) << ((p + self.frame) % n) for p in range(n))
-            )
+            bits = (((x >> p) & 1) << ((p + self.frame) % n) for p in range(n))
+            self._order = torch.as_tensor(sum(bits, np.zeros_like(x)))
         return self._order
 
     def constants(self, qnn: torch.nn.Module) -> tuple:
