@@ -13,7 +13,7 @@ from qiskit.quantum_info import SparsePauliOp, Statevector
 from hqc.quantum.torch_qnn import TorchQNN
 from hqc.quantum.torch_qnn import qnn as qnn_module
 from hqc.quantum.torch_qnn.jacobian import jacobians
-from hqc.quantum.torch_qnn.native import library
+from hqc.quantum.torch_qnn.native import GateTable, library
 
 ONE_QUBIT_FIXED = ["h", "x", "y", "z", "s", "sdg", "t", "tdg", "sx"]
 TWO_QUBIT_FIXED = ["cx", "cy", "cz", "swap"]
@@ -675,3 +675,10 @@ def test_per_sample_jacobians_of_an_empty_batch():
     qnn = TorchQNN(qc, random_observables(4, seed=1), xs, ws).double()
     out, jac = jacobians(qnn, torch.empty(0, len(xs), dtype=torch.float64))
     assert out.shape == (0, 3) and jac.shape == (0, 3, len(xs) + len(ws))
+
+
+def test_native_frame_order_moves_each_bit_by_the_frame():
+    assert GateTable([], 0, 0).frame_order().tolist() == [0]  # no qubits: one amplitude
+    order = GateTable([], 3, 1).frame_order().tolist()
+    assert order == [sum(((i >> p) & 1) << ((p + 1) % 3) for p in range(3)) for i in range(8)]
+    assert sorted(order) == list(range(8)) and order != list(range(8))
