@@ -246,3 +246,47 @@ def test_each_cell_is_also_compared_with_the_classical_cell_matched_to_it(tmp_pa
     line = next(x for x in table.splitlines() if x.startswith("| big |"))
     # big vs the reference c: -4 points; vs its own matched c_big: -6 points
     assert "| -4.00 ± 0.00 (n=2) | head-c | -6.00 ± 0.00 (n=2) vs head-c_big |" in line
+
+
+def test_a_matrix_report_merges_into_the_csv_in_out_instead_of_shrinking_it(tmp_path, capsys):
+    """Rows measured on another machine survive; a re-run replaces its row; --replace drops."""
+    from hqc.ablate.plan import runs
+    from hqc.ablate.record import write_json
+
+    path, matrix = _matrix(tmp_path, "factors:\n  head: {h: {}, c: {}}\n")
+    for run in runs(matrix, tmp_path / "runs"):
+        result = {"schema": 1, "matrix": "m", "cell": run.cell.name, "seed": run.seed}
+        result |= {"levels": run.cell.levels, "status": "ok", "error": None, "epochs": 2}
+        result |= {"parameters": 10, "train_seconds": 1.0, "val_acc": 0.5, "test_f1": 0.4}
+        result["test_acc"] = 0.8
+        run.directory.mkdir(parents=True)
+        write_json(run.directory / "result.json", result)
+    committed = [_row("head-h", seed, 0.6, head="h") for seed in (0, 5, 6)]
+    (tmp_path / "out").mkdir()
+    _write(tmp_path / "out/m.csv", committed)
+    argv = [str(path), "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "out")]
+    report.report_main([*argv, "--no-plots"])
+    assert "kept 2 rows" in capsys.readouterr().err
+    merged = report.read_rows([tmp_path / "out/m.csv"])
+    assert [(r["cell"], r["seed"], r["test_acc"]) for r in merged] == [
+        ("head-h", "0", "0.8"), ("head-h", "5", "0.6"), ("head-h", "6", "0.6"),
+        ("head-h", "1", "0.8"), ("head-c", "0", "0.8"), ("head-c", "1", "0.8"),
+    ]  # fmt: skip
+    report.report_main([*argv, "--no-plots", "--replace"])
+    capsys.readouterr()
+    assert len(report.read_rows([tmp_path / "out/m.csv"])) == 4
+
+
+def test_csvs_with_the_same_run_count_it_once_the_later_file_winning(tmp_path):
+    first = _write(tmp_path / "a.csv", [_row("a", 0, 0.5), _row("a", 1, 0.5)])
+    second = _write(tmp_path / "b.csv", [_row("a", 1, 0.9), _row("a", 2, 0.9)])
+    rows = report.read_rows([first, second])
+    assert [(r["seed"], r["test_acc"]) for r in rows] == [("0", "0.5"), ("1", "0.9"), ("2", "0.9")]
+
+
+def test_merging_more_rows_into_the_out_csv_rewrites_it(tmp_path, capsys):
+    out = _write(tmp_path / "m.csv", [_row("a", 0, 0.5)])
+    more = _write(tmp_path / "more.csv", [_row("a", 1, 0.7)])
+    report.report_main([str(out), str(more), "--out", str(tmp_path), "--no-plots"])
+    capsys.readouterr()
+    assert [r["seed"] for r in report.read_rows([out])] == ["0", "1"]

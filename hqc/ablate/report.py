@@ -17,6 +17,11 @@ of the others, a strip plot per cell, and the main-effects plot.
 
     python -m hqc.ablate report ablations/qubits.yaml --out results/ablate
     python -m hqc.ablate report results/ablate/qubits.csv          # from the committed rows
+    python -m hqc.ablate report results/ablate/qubits.csv more.csv --out results/ablate
+
+Runs from several machines accumulate: a matrix's report merges its run folder's rows into the
+CSV already in ``--out`` (a re-run replaces its row; ``--replace`` writes the folder's alone), and
+several CSVs merge the same way, a later file's run replacing an earlier one's.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import argparse
 import csv
 import os
 import statistics
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -113,14 +119,25 @@ def _text(value: object) -> str:
 
 
 def read_rows(paths: Sequence[Path]) -> list[Row]:
-    """Rows of one or more results CSVs (concatenated)."""
+    """Rows of one or more results CSVs, merged in order (:func:`merge_rows`)."""
     rows: list[Row] = []
     for path in paths:
         if not path.is_file():
             raise UserError(f"results CSV not found: {path}")
         with path.open(newline="") as f:
-            rows += list(csv.DictReader(f))
+            rows = merge_rows(rows, list(csv.DictReader(f)))
     return rows
+
+
+def merge_rows(earlier: Sequence[Row], later: Sequence[Row]) -> list[Row]:
+    """``earlier`` with each run (matrix, cell, seed) that ``later`` has replaced in place, then
+    ``later``'s new runs: a re-run is counted once, and runs measured elsewhere are kept."""
+    new = {_run_key(r): r for r in later}
+    return [new.pop(_run_key(r), r) for r in earlier] + list(new.values())
+
+
+def _run_key(row: Row) -> tuple[str, str, str]:
+    return row["matrix"], row["cell"], row["seed"]
 
 
 def write_rows(path: Path, rows: Sequence[Row]) -> None:
@@ -359,6 +376,11 @@ def report_main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, help="the matrix's run folder (its run --out)")
     parser.add_argument("--x", help="factor on the accuracy plot's x axis (default: numeric one)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="with a matrix: write only its run folder's rows (default: merge into --out's CSV)",
+    )
     args = parser.parse_args(argv)
     if args.sources[0].suffix in (".yaml", ".yml"):
         if len(args.sources) > 1:
@@ -369,6 +391,7 @@ def report_main(argv: Sequence[str] | None = None) -> None:
         x = args.x or matrix.plot.get("x")
         if not rows:
             raise UserError(f"{matrix.path}: no finished runs under {args.runs or matrix.root}")
+        rows = _merge_committed(out / f"{matrix.name}.csv", rows, args.replace)
     else:
         if args.runs or any(p.is_dir() for p in args.sources):
             parser.error("a run folder goes with its matrix: report MATRIX.yaml --runs FOLDER")
@@ -379,7 +402,7 @@ def report_main(argv: Sequence[str] | None = None) -> None:
             raise UserError(f"{args.sources[0]}: no rows")
     name = rows[0]["matrix"]
     csv_path = out / f"{name}.csv"
-    if csv_path.resolve() not in {p.resolve() for p in args.sources}:
+    if [p.resolve() for p in args.sources] != [csv_path.resolve()]:  # not just itself again
         write_rows(csv_path, rows)
     text = markdown(rows)
     (out / f"{name}.md").write_text(text)
@@ -387,3 +410,18 @@ def report_main(argv: Sequence[str] | None = None) -> None:
     if not args.no_plots:
         for path in plot(rows, out, x):
             print(f"wrote {path}")
+
+
+def _merge_committed(path: Path, rows: list[Row], replace: bool) -> list[Row]:
+    """A run folder's rows merged into the results CSV already at ``path``, so a report from one
+    machine never drops the runs another measured; says how many it kept."""
+    if replace or not path.is_file():
+        return rows
+    earlier = read_rows([path])
+    merged = merge_rows(earlier, rows)
+    kept = len(merged) - len(rows)
+    if kept:
+        print(
+            f"{path}: kept {kept} rows the run folder lacks (--replace drops them)", file=sys.stderr
+        )
+    return merged
