@@ -22,7 +22,9 @@ CKPT_ALIASES = ("best", "last", "hpc")
 
 THREADS_HELP = (
     "Torch threads: 'auto' (1 below 12 qubits, else this run's share of the CPU-affinity "
-    f"cores; a runner starting k fits at once sets {CONCURRENT_RUNS_ENV}=k) or a number."
+    f"cores; a runner starting k fits at once sets {CONCURRENT_RUNS_ENV}=k; where the share "
+    "is over 1, training re-times 1 thread against it every 200 steps and keeps the faster) "
+    "or a number (fixed)."
 )
 
 
@@ -56,7 +58,9 @@ class HQCLI(LightningCLI):
         """Instantiate, then set torch's threads from the ``threads`` setting (hqc.threads)."""
         super().instantiate_classes()
         config = self.config[self.subcommand] if self.subcommand else self.config
-        apply_threads(config.threads, self.model)
+        tuner = apply_threads(config.threads, self.model)
+        if tuner is not None:
+            self.trainer.callbacks.append(tuner)
 
     def before_instantiate_classes(self) -> None:
         """Fixed checkpoint folder per run directory (``--ckpt_path last`` resumes); CSV logs."""

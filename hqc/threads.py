@@ -11,13 +11,22 @@ The share is the cores this process may run on (``os.sched_getaffinity``, which 
 started side by side. A runner that starts ``k`` fits at once sets ``HQC_CONCURRENT_RUNS=k``
 in their environment (or passes each ``--threads N`` explicitly); ``--threads auto`` then
 gives each run ``cores // k`` threads at most.
+
+Which of one thread and the share is faster depends on what else runs, and that changes during
+a fit; so where the share is more than one, ``auto`` also adds :class:`AdaptiveThreads`, which
+times training steps with each every few hundred steps and keeps the faster.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import nn
 
 from hqc.errors import UserError
@@ -59,10 +68,15 @@ def choose_threads(
         runs: Runs sharing them (default: :func:`concurrent_runs`).
         parallel: The model has a ``parallel_batch`` module: the share at any size.
     """
+    share = core_share(cores, runs)
+    return share if parallel or num_qubits >= SERIAL_BELOW_QUBITS else 1
+
+
+def core_share(cores: int | None = None, runs: int | None = None) -> int:
+    """This run's share of the cores: ``cores // runs``, at least one (defaults as above)."""
     cores = available_cores() if cores is None else cores
     runs = concurrent_runs() if runs is None else runs
-    share = max(1, cores // runs)
-    return share if parallel or num_qubits >= SERIAL_BELOW_QUBITS else 1
+    return max(1, cores // runs)
 
 
 def model_qubits(model: nn.Module) -> int:
@@ -86,11 +100,101 @@ def parse_threads(value: str | int) -> int | None:
     return threads
 
 
-def apply_threads(value: str | int, model: nn.Module) -> int:
-    """Set torch's intra-op threads for ``model`` from the ``threads`` setting; returns them."""
+def apply_threads(value: str | int, model: nn.Module) -> AdaptiveThreads | None:
+    """Set torch's intra-op threads for ``model`` from the ``threads`` setting.
+
+    Returns the :class:`AdaptiveThreads` callback the fit should run where ``value`` is
+    ``auto`` and this run's share of the cores is more than one thread, else ``None``.
+    """
     threads = parse_threads(value)
-    if threads is None:
-        parallel = any(getattr(m, "parallel_batch", False) for m in model.modules())
-        threads = choose_threads(model_qubits(model), parallel=parallel)
+    if threads is not None:
+        torch.set_num_threads(threads)
+        return None
+    parallel = any(getattr(m, "parallel_batch", False) for m in model.modules())
+    threads = choose_threads(model_qubits(model), parallel=parallel)
     torch.set_num_threads(threads)
-    return threads
+    share = core_share()
+    return AdaptiveThreads((threads, *{1, share} - {threads})) if share > 1 else None
+
+
+class ThreadTuner:
+    """Keeps the fastest of a few thread counts by timing steps with each, again and again.
+
+    A second thread is worth it on a quiet machine and costs 2-3x beside one busy process (every
+    parallel region waits for the descheduled thread), and other processes come and go during a
+    fit. So every ``every`` steps the tuner times ``probe`` steps with each count (after one
+    step to settle a switch) and keeps the one with the lowest median. Call :meth:`start` and
+    :meth:`stop` around each step.
+
+    Args:
+        choices: Thread counts to compare; the first is used until the first probe ends.
+        probe: Timed steps per choice in a probe.
+        every: Steps between the end of one probe and the start of the next.
+        warmup: Steps skipped before the first probe (first-step costs).
+        clock: Time source (seconds).
+    """
+
+    def __init__(
+        self,
+        choices: Sequence[int],
+        probe: int = 5,
+        every: int = 200,
+        warmup: int = 3,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not choices or min(choices) < 1 or probe < 1 or every < 0 or warmup < 0:
+            raise ValueError(f"bad ThreadTuner settings: {choices=}, {probe=}, {every=}")
+        self.choices, self.probe, self.every, self.clock = list(choices), probe, every, clock
+        self.threads, self.probes = self.choices[0], 0
+        self._wait, self._queue, self._times = warmup, [], {}
+        self._started: float | None = None
+
+    def start(self) -> None:
+        """A step begins."""
+        if not self._queue and self._wait == 0:  # begin a probe: each choice, settle + time
+            self._queue = [(c, k) for c in self.choices for k in range(self.probe + 1)]
+            self._times = {c: [] for c in self.choices}
+        if self._queue:
+            self._set(self._queue[0][0])
+        self._started = self.clock()
+
+    def stop(self) -> None:
+        """The step begun by :meth:`start` ended."""
+        if self._started is None:
+            return
+        elapsed, self._started = self.clock() - self._started, None
+        if not self._queue:
+            self._wait -= 1
+            return
+        threads, k = self._queue.pop(0)
+        if k:  # k = 0 is the step that settles a switch
+            self._times[threads].append(elapsed)
+        if not self._queue:
+            self.probes += 1
+            self._set(min(self.choices, key=lambda c: statistics.median(self._times[c])))
+            self._wait = self.every
+
+    def _set(self, threads: int) -> None:
+        self.threads = threads
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
+class AdaptiveThreads(Callback):
+    """Lightning callback: a :class:`ThreadTuner` around every training batch."""
+
+    def __init__(self, choices: Sequence[int], probe: int = 5, every: int = 200) -> None:
+        self.tuner = ThreadTuner(choices, probe=probe, every=every)
+
+    def on_train_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        """Time the step (and switch threads while probing)."""
+        self.tuner.start()
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+        batch_idx: int,
+    ) -> None:  # fmt: skip
+        """Record the step's time; after a probe, keep the fastest count."""
+        self.tuner.stop()

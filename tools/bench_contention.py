@@ -6,7 +6,9 @@ One command (bench venv)::
 
 For hqc float32 (and PennyLane default.qubit for comparison) at Q = 8 and 14, batch 64,
 fwd+bwd is timed with 1 and 2 torch threads, alone and next to one competing single-threaded
-busy loop (a child process this script starts and stops, at most ``--cap`` seconds per cell).
+busy loop (a child process this script starts and stops, at most ``--cap`` seconds per cell);
+hqc also with ``tuned`` threads, the :class:`hqc.threads.ThreadTuner` that ``--threads auto``
+runs (re-timing 1 against 2 threads every ``--every`` steps; its probes are in the times).
 Each cell is a fresh process. Results: ``tools/results/contention.json``.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -43,41 +46,60 @@ def child_main(args: argparse.Namespace) -> None:
     """One timing: peer at Q, batch, threads (the busy loop, if any, runs beside it)."""
     from bench_qnn import build_peer
 
-    set_threads(args.threads)
-    step, _ = build_peer(args.peer, args.qubits, "cpu", args.threads)
+    from hqc.threads import ThreadTuner
+
+    threads = args.threads or 2  # 0: tuned between 2 and 1
+    set_threads(threads)
+    step, _ = build_peer(args.peer, args.qubits, "cpu", threads)
     x, _ = fixed_values(args.qubits, args.batch, 0, seed=1)
-    timing = time_calls(lambda: step(x), args.cap, 15, 3)
-    emit({"median_s": timing.median_s, "times_s": timing.times_s})
+    if args.threads:
+        timing = time_calls(lambda: step(x), args.cap, 15, 3)
+    else:
+        tuner = ThreadTuner([2, 1], every=args.every)
+
+        def tuned() -> None:
+            tuner.start()
+            step(x)
+            tuner.stop()
+
+        timing = time_calls(tuned, args.cap, 200, 3 * args.every)
+    emit(
+        {
+            "median_s": timing.median_s,
+            "mean_s": statistics.fmean(timing.times_s),
+            "times_s": timing.times_s,
+        }
+    )
 
 
 def render(store: ResultStore) -> str:
-    """Median step time per (peer, Q, threads): alone and with one busy process."""
+    """Step time per (peer, Q, threads): alone and with one busy process; slowdown of means."""
     runs = store.data.get("runs", {})
     rows = []
     for key in sorted({k.rsplit("|", 1)[0] for k in runs}):
         alone, busy = runs.get(f"{key}|alone"), runs.get(f"{key}|busy")
         peer, q, threads = key.split("|")
-        slow = (
-            f"{busy['median_s'] / alone['median_s']:.1f}×"
-            if alone and busy and alone.get("median_s") and busy.get("median_s")
-            else "–"
-        )
-        rows.append(
-            [
-                peer,
-                q,
-                threads,
-                fmt_time((alone or {}).get("median_s")),
-                fmt_time((busy or {}).get("median_s")),
-                slow,
-            ]
-        )
+        alone, busy = alone or {}, busy or {}
+        slow = f"{_mean(busy) / _mean(alone):.1f}×" if _mean(alone) and _mean(busy) else "–"
+        times = [
+            f"{fmt_time(r.get('median_s'))} / {fmt_time(_mean(r))}" if r else "–"
+            for r in (alone, busy)
+        ]
+        rows.append([peer, q, "tuned 2↔1" if threads == "0" else threads, *times, slow])
     text = md_table(
-        ["peer", "Q (B=64)", "torch threads", "alone", "+1 busy process", "slowdown"], rows
-    )
+        ["peer", "Q (B=64)", "torch threads", "alone (median / mean)",
+         "+1 busy process (median / mean)", "slowdown (means)"],
+        rows,
+    )  # fmt: skip
     replace_block("contention", text)
     (RESULTS_DIR / "contention.md").write_text(text + "\n")
     return text
+
+
+def _mean(record: dict) -> float | None:
+    """Mean step time (records from before the mean was stored: their times)."""
+    times = record.get("times_s")
+    return record.get("mean_s") or (statistics.fmean(times) if times else None)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qubits", default="8,14")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--cap", type=float, default=15.0)
+    parser.add_argument("--every", type=int, default=20, help="tuned: steps between probes")
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", default="", help=argparse.SUPPRESS)
@@ -102,7 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         store.data.setdefault("runs", {})
         for peer in args.peers.split(","):
             for q in args.qubits.split(","):
-                for threads in (1, 2):
+                for threads in (1, 2, 0) if peer.startswith("hqc") else (1, 2):
                     for mode in ("alone", "busy"):
                         key = f"{peer}|{q}|{threads}|{mode}"
                         if key in store.data["runs"]:
@@ -127,8 +150,11 @@ def main(argv: list[str] | None = None) -> None:
                             str(threads),
                             "--cap",
                             str(args.cap),
+                            "--every",
+                            str(args.every),
                         ]
-                        result = run_child(cmd, 3 * args.cap + 30, 8 * 1024, thread_env(threads))
+                        env = thread_env(threads or 2)
+                        result = run_child(cmd, 3 * args.cap + 30, 8 * 1024, env)
                         if spin is not None:
                             spin.kill()
                             spin.wait()
