@@ -22,8 +22,8 @@ CKPT_ALIASES = ("best", "last", "hpc")
 
 THREADS_HELP = (
     "Torch threads: 'auto' (1 below 12 qubits, else this run's share of the CPU-affinity "
-    f"cores; a runner starting k fits at once sets {CONCURRENT_RUNS_ENV}=k; where the share "
-    "is over 1, training re-times 1 thread against it every 200 steps and keeps the faster) "
+    f"cores; a runner starting k fits at once sets {CONCURRENT_RUNS_ENV}=k; where that is over "
+    "1, training re-times 1 thread against it every 200 steps and keeps the faster) "
     "or a number (fixed)."
 )
 

@@ -12,9 +12,9 @@ started side by side. A runner that starts ``k`` fits at once sets ``HQC_CONCURR
 in their environment (or passes each ``--threads N`` explicitly); ``--threads auto`` then
 gives each run ``cores // k`` threads at most.
 
-Which of one thread and the share is faster depends on what else runs, and that changes during
-a fit; so where the share is more than one, ``auto`` also adds :class:`AdaptiveThreads`, which
-times training steps with each every few hundred steps and keeps the faster.
+Whether the share beats one thread depends on what else runs, and that changes during a fit;
+so where ``auto`` picks more than one thread it also adds :class:`AdaptiveThreads`, which times
+training steps with the share and with one thread every few hundred steps and keeps the faster.
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def apply_threads(value: str | int, model: nn.Module) -> AdaptiveThreads | None:
     """Set torch's intra-op threads for ``model`` from the ``threads`` setting.
 
     Returns the :class:`AdaptiveThreads` callback the fit should run where ``value`` is
-    ``auto`` and this run's share of the cores is more than one thread, else ``None``.
+    ``auto`` and the size rule gives more than one thread (it then re-times one), else ``None``.
     """
     threads = parse_threads(value)
     if threads is not None:
@@ -113,8 +113,7 @@ def apply_threads(value: str | int, model: nn.Module) -> AdaptiveThreads | None:
     parallel = any(getattr(m, "parallel_batch", False) for m in model.modules())
     threads = choose_threads(model_qubits(model), parallel=parallel)
     torch.set_num_threads(threads)
-    share = core_share()
-    return AdaptiveThreads((threads, *{1, share} - {threads})) if share > 1 else None
+    return AdaptiveThreads((threads, 1)) if threads > 1 else None
 
 
 class ThreadTuner:

@@ -120,7 +120,7 @@ def test_tuner_settings_are_checked():
             ThreadTuner(**{"choices": [1, 2], **bad})
 
 
-def test_auto_adds_the_tuner_only_where_the_share_is_more_than_one(monkeypatch, tiny_data_dir):
+def test_auto_adds_the_tuner_only_where_it_picks_more_than_one_thread(monkeypatch, tiny_data_dir):
     config = ["--config", str(ROOT / "configs/hybrid.yaml"), "--data.init_args.source",
               str(tiny_data_dir), "--data.init_args.per_class", "4"]  # fmt: skip
 
@@ -128,11 +128,13 @@ def test_auto_adds_the_tuner_only_where_the_share_is_more_than_one(monkeypatch, 
         return [c for c in cli.trainer.callbacks if isinstance(c, AdaptiveThreads)]
 
     monkeypatch.setattr("hqc.threads.available_cores", lambda: 4)
-    (tuner,) = tuners(main(config, run=False))  # 9 qubits: starts on 1 thread, tries 4
-    assert tuner.tuner.choices == [1, 4] and torch.get_num_threads() == 1
-    assert tuners(main([*config, "--threads", "2"], run=False)) == []  # a number is fixed
+    assert tuners(main(config, run=False)) == []  # 9 qubits: one thread, fixed
+    connector = [*config, "--model.init_args.core.init_args.backend", "torchconnector"]
+    (tuner,) = tuners(main(connector, run=False))  # the share (4), re-timed against 1
+    assert tuner.tuner.choices == [4, 1] and torch.get_num_threads() == 4
+    assert tuners(main([*connector, "--threads", "2"], run=False)) == []  # a number is fixed
     monkeypatch.setenv(CONCURRENT_RUNS_ENV, "4")
-    assert tuners(main(config, run=False)) == []  # a share of one core: nothing to choose
+    assert tuners(main(connector, run=False)) == []  # a share of one core: nothing to choose
 
 
 def test_adaptive_threads_run_inside_a_lightning_fit(tmp_path):
