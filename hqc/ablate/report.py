@@ -131,12 +131,19 @@ def read_rows(paths: Sequence[Path]) -> list[Row]:
 
 def merge_rows(earlier: Sequence[Row], later: Sequence[Row]) -> list[Row]:
     """``earlier`` with each run (matrix, cell, seed) that ``later`` has replaced in place, then
-    ``later``'s new runs: a re-run is counted once, and runs measured elsewhere are kept."""
-    new = {_run_key(r): r for r in later}
-    return [new.pop(_run_key(r), r) for r in earlier] + list(new.values())
+    ``later``'s other rows: a re-run is counted once, and runs measured elsewhere are kept.
+
+    Rows without a ``matrix`` column (the execution sweep's, several per run) are never merged.
+    """
+    new = {key: r for r in later if (key := _run_key(r))}
+    merged = [new.get(_run_key(r), r) for r in earlier]
+    replaced = {id(r) for r in merged}
+    return merged + [r for r in later if id(r) not in replaced]
 
 
-def _run_key(row: Row) -> tuple[str, str, str]:
+def _run_key(row: Row) -> tuple[str, str, str] | None:
+    if "matrix" not in row:
+        return None
     return row["matrix"], row["cell"], row["seed"]
 
 
