@@ -290,3 +290,11 @@ def test_merging_more_rows_into_the_out_csv_rewrites_it(tmp_path, capsys):
     report.report_main([str(out), str(more), "--out", str(tmp_path), "--no-plots"])
     capsys.readouterr()
     assert [r["seed"] for r in report.read_rows([out])] == ["0", "1"]
+
+
+def test_rows_without_a_matrix_column_are_read_whole(tmp_path):
+    # the execution sweep writes several rows per (cell, seed), one per setting
+    rows = [{"cell": "a", "seed": "0", "shots": str(shots)} for shots in (64, 1024)]
+    path = _write(tmp_path / "sweep.csv", rows)
+    again = _write(tmp_path / "again.csv", rows[:1])
+    assert [r["shots"] for r in report.read_rows([path, again])] == ["64", "1024", "64"]
