@@ -136,9 +136,8 @@ def merge_rows(earlier: Sequence[Row], later: Sequence[Row]) -> list[Row]:
     Rows without a ``matrix`` column (the execution sweep's, several per run) are never merged.
     """
     new = {key: r for r in later if (key := _run_key(r))}
-    merged = [new.get(_run_key(r), r) for r in earlier]
-    replaced = {id(r) for r in merged}
-    return merged + [r for r in later if id(r) not in replaced]
+    unkeyed = [r for r in later if _run_key(r) is None]
+    return [new.pop(_run_key(r), r) for r in earlier] + list(new.values()) + unkeyed
 
 
 def _run_key(row: Row) -> tuple[str, str, str] | None:
