@@ -8,8 +8,9 @@ For hqc float32 (and PennyLane default.qubit for comparison) at Q = 8 and 14, ba
 fwd+bwd is timed with 1 and 2 torch threads, alone and next to one competing single-threaded
 busy loop (a child process this script starts and stops, at most ``--cap`` seconds per cell);
 hqc also with ``tuned`` threads, the :class:`hqc.threads.ThreadTuner` that ``--threads auto``
-runs (re-timing 1 against 2 threads every ``--every`` steps; its probes are in the times).
-Each cell is a fresh process. Results: ``tools/results/contention.json``.
+runs (re-timing 1 against 2 threads every ``--every`` steps, 200 as in a fit, 20 to stress
+it; its probes are in the times, over two whole probe cycles). Each cell is a fresh process.
+Results: ``tools/results/contention.json``.
 """
 
 from __future__ import annotations
@@ -56,13 +57,14 @@ def child_main(args: argparse.Namespace) -> None:
         timing = time_calls(lambda: step(x), args.cap, 15, 3)
     else:
         tuner = ThreadTuner([2, 1], every=args.every)
+        steps = 3 + 2 * (args.every + len(tuner.choices) * (tuner.probe + 1))  # two cycles
 
         def tuned() -> None:
             tuner.start()
             step(x)
             tuner.stop()
 
-        timing = time_calls(tuned, args.cap, 200, 3 * args.every)
+        timing = time_calls(tuned, args.cap, steps, steps)
     emit(
         {
             "median_s": timing.median_s,
@@ -79,13 +81,15 @@ def render(store: ResultStore) -> str:
     for key in sorted({k.rsplit("|", 1)[0] for k in runs}):
         alone, busy = runs.get(f"{key}|alone"), runs.get(f"{key}|busy")
         peer, q, threads = key.split("|")
+        every = threads.partition("e")[2] or "20"  # records before 2026-12-07: every 20
         alone, busy = alone or {}, busy or {}
         slow = f"{_mean(busy) / _mean(alone):.1f}×" if _mean(alone) and _mean(busy) else "–"
         times = [
             f"{fmt_time(r.get('median_s'))} / {fmt_time(_mean(r))}" if r else "–"
             for r in (alone, busy)
         ]
-        rows.append([peer, q, "tuned 2↔1" if threads == "0" else threads, *times, slow])
+        label = f"tuned 2↔1, probe every {every}" if threads.startswith("0") else threads
+        rows.append([peer, q, label, *times, slow])
     text = md_table(
         ["peer", "Q (B=64)", "torch threads", "alone (median / mean)",
          "+1 busy process (median / mean)", "slowdown (means)"],
@@ -109,14 +113,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--qubits", default="8,14")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--cap", type=float, default=15.0)
-    parser.add_argument("--every", type=int, default=20, help="tuned: steps between probes")
+    parser.add_argument("--every", default="200,20", help="tuned: steps between probes (list)")
     parser.add_argument("--render", action="store_true")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--peer", default="", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=2, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        args.qubits = int(args.qubits)
+        args.qubits, args.every = int(args.qubits), int(args.every)
         child_main(args)
         return
     store = ResultStore(RESULTS_DIR / "contention.json")
@@ -125,9 +129,11 @@ def main(argv: list[str] | None = None) -> None:
         store.data.setdefault("runs", {})
         for peer in args.peers.split(","):
             for q in args.qubits.split(","):
-                for threads in (1, 2, 0) if peer.startswith("hqc") else (1, 2):
+                tuned = [f"0e{e}" for e in args.every.split(",")] if peer.startswith("hqc") else []
+                for label in ["1", "2", *tuned]:
+                    threads, _, every = label.partition("e")
                     for mode in ("alone", "busy"):
-                        key = f"{peer}|{q}|{threads}|{mode}"
+                        key = f"{peer}|{q}|{label}|{mode}"
                         if key in store.data["runs"]:
                             continue
                         wait_for_quiet(max_wait_s=60)
@@ -147,13 +153,13 @@ def main(argv: list[str] | None = None) -> None:
                             "--batch",
                             str(args.batch),
                             "--threads",
-                            str(threads),
+                            threads,
                             "--cap",
                             str(args.cap),
                             "--every",
-                            str(args.every),
+                            every or "0",
                         ]
-                        env = thread_env(threads or 2)
+                        env = thread_env(int(threads) or 2)
                         result = run_child(cmd, 3 * args.cap + 30, 8 * 1024, env)
                         if spin is not None:
                             spin.kill()
