@@ -76,3 +76,17 @@ def test_bodies_pairs_every_head_with_the_matched_classical_head_on_each_body(
     (hybrid,) = counted  # the hybrid on the same tuned body
     assert "--config=" + str(ABLATIONS / "setfit_body.yaml") in hybrid
     assert not any("pca_head" in a for a in hybrid)
+
+
+def test_mpnet_matrices_are_the_minilm_ones_on_mpnet():
+    mpnet = "--model.init_args.encoder.init_args.model=all-mpnet-base-v2"
+    for name, dropped in (("qubits", {"16"}), ("modules", set())):
+        minilm, other = (load_matrix(ABLATIONS / f) for f in (f"{name}.yaml", f"{name}_mpnet.yaml"))
+        assert other.args == (*minilm.args, mpnet)
+        assert other.seeds == minilm.seeds and other.design == minilm.design
+        assert other.reference == minilm.reference and other.plot == minilm.plot
+        expected = {
+            f: {k: v for k, v in levels.items() if k not in dropped}
+            for f, levels in minilm.factors.items()
+        }
+        assert other.factors == expected
