@@ -342,3 +342,25 @@ def test_dry_run_prints_the_run_table_and_runs_nothing(
     assert "| 4 | b | 4 | new |" in table[-1]
     assert not (tmp_path / "runs").exists()
     assert resolved == ["core-a/seed3", "core-b/seed3"]  # once per cell, not per seed
+
+
+def test_seeds_option_runs_a_pass_of_the_matrix_and_rejects_other_seeds(
+    tmp_path, tiny_data_dir, capsys
+):
+    path = write(tmp_path / "m.yaml", {
+        "base": [str(ROOT / "configs/classical.yaml"), str(tiny_base(tmp_path, tiny_data_dir))],
+        "seeds": [0, 1, 2, 3, 5], "root": str(tmp_path / "runs"),
+        "factors": {"core": {"a": {}, "b": {"set": {"model.init_args.core.init_args.parameters":
+                                                    40}}}},
+    })  # fmt: skip
+    assert ablate_main(["run", str(path), "--dry-run", "--seeds", "1-2,5"]) == 0
+    rows = capsys.readouterr().out.splitlines()[2:]
+    assert [(r.split("|")[2].strip(), r.split("|")[3].strip()) for r in rows] == [
+        ("a", "1"), ("a", "2"), ("a", "5"), ("b", "1"), ("b", "2"), ("b", "5")
+    ]  # fmt: skip
+    for bad, named in (("4", "[4] not among"), ("1-x", "expected seeds like")):
+        with pytest.raises(SystemExit) as exit_info:
+            run_guarded(
+                lambda bad=bad: ablate_main(["run", str(path), "--dry-run", "--seeds", bad])
+            )
+        assert exit_info.value.code == 2 and named in capsys.readouterr().err

@@ -8,6 +8,7 @@ tail in ``result.json`` and the others carry on (``--retry-failed`` starts faile
 
     python -m hqc.ablate run ablations/qubits.yaml --workers 2
     python -m hqc.ablate run ablations/qubits.yaml --dry-run        # the run table
+    python -m hqc.ablate run ablations/screen.yaml --seeds 0-4      # a pass over every cell
     python -m hqc.ablate run ablations/qubits.yaml --executor ray --address auto --cpus-per-run 2
 """
 
@@ -51,6 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-run", type=float, default=0, help="Ray: num_gpus per task")
     p.add_argument("--retries", type=int, default=2, help="Ray: retries of a lost worker's task")
     p.add_argument("--threads", help="--threads of every fit (default: auto, its core share)")
+    p.add_argument("--seeds", help="only these of the matrix's seeds, e.g. 0-4 or 5,7 (passes)")
     p.add_argument("--out", type=Path, help="run directories' root (default: the matrix's)")
     p.add_argument("--retry-failed", action="store_true", help="start failed runs again")
     p.add_argument("--dry-run", action="store_true", help="print the run table, run nothing")
@@ -64,6 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--workers {args.workers}: expected at least 1")
     matrix = load_matrix(args.matrix)
     planned = runs(matrix, args.out)
+    if args.seeds is not None:
+        chosen = pick_seeds(args.seeds, matrix)
+        planned = [run for run in planned if run.seed in chosen]
     if args.dry_run:
         print(run_table(matrix, planned))
         return 0
@@ -86,6 +91,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             executor = LocalExecutor(args.workers, args.threads)
         execute(matrix, planned, todo, executor, sys.stderr)
         return report_done(matrix, planned, sys.stderr)
+
+
+def pick_seeds(text: str, matrix: Matrix) -> set[int]:
+    """The seeds named by ``--seeds`` (``0-4``, ``5,7`` or both), each one of the matrix's.
+
+    A long matrix runs cell after cell; passes of a few seeds over every cell give each pass a
+    complete, reportable design (the report merges them).
+    """
+    seeds: set[int] = set()
+    try:
+        for part in text.split(","):
+            low, _, high = part.strip().partition("-")
+            seeds.update(range(int(low), int(high or low) + 1))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected seeds like 0-4 or 5,7") from None
+    unknown = sorted(seeds - set(matrix.seeds))
+    if unknown or not seeds:
+        raise UserError(
+            f"--seeds {text!r}: {unknown or 'none'} not among {matrix.path}'s seeds "
+            f"{list(matrix.seeds)}"
+        )
+    return seeds
 
 
 def status(run: Run) -> str:
