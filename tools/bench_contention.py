@@ -81,14 +81,14 @@ def render(store: ResultStore) -> str:
     for key in sorted({k.rsplit("|", 1)[0] for k in runs}):
         alone, busy = runs.get(f"{key}|alone"), runs.get(f"{key}|busy")
         peer, q, threads = key.split("|")
-        every = threads.partition("e")[2] or "20"  # records before 2026-12-07: every 20
         alone, busy = alone or {}, busy or {}
         slow = f"{_mean(busy) / _mean(alone):.1f}×" if _mean(alone) and _mean(busy) else "–"
         times = [
             f"{fmt_time(r.get('median_s'))} / {fmt_time(_mean(r))}" if r else "–"
             for r in (alone, busy)
         ]
-        label = f"tuned 2↔1, probe every {every}" if threads.startswith("0") else threads
+        every = threads.partition("e")[2]  # tuned cells are "0e<every>"
+        label = f"tuned 2↔1, probe every {every}" if every else threads
         rows.append([peer, q, label, *times, slow])
     text = md_table(
         ["peer", "Q (B=64)", "torch threads", "alone (median / mean)",
