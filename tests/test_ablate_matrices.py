@@ -80,7 +80,8 @@ def test_bodies_pairs_every_head_with_the_matched_classical_head_on_each_body(
 
 def test_mpnet_matrices_are_the_minilm_ones_on_mpnet():
     mpnet = "--model.init_args.encoder.init_args.model=all-mpnet-base-v2"
-    for name, dropped in (("qubits", {"16"}), ("modules", set()), ("screen", set())):
+    pairs = (("qubits", {"16"}), ("modules", set()), ("screen", set()), ("finetune", set()))
+    for name, dropped in pairs:
         minilm, other = (load_matrix(ABLATIONS / f) for f in (f"{name}.yaml", f"{name}_mpnet.yaml"))
         assert other.args == (*minilm.args, mpnet)
         assert other.seeds == minilm.seeds and other.design == minilm.design

@@ -206,6 +206,22 @@ def test_only_the_train_loader_shuffles_and_it_follows_the_seed(tiny_data_dir: P
     assert order(0, "test_dataloader") == dm.test_data.texts
 
 
+def test_group_by_length_batches_val_and_test_by_length_and_keeps_their_sentences(
+    tiny_data_dir: Path,
+) -> None:
+    dm = SentenceDataModule(
+        str(tiny_data_dir), protocol="given", batch_size=3, group_by_length=True
+    )
+    for loader, split in ((dm.val_dataloader(), dm.val_data), (dm.test_dataloader(), dm.test_data)):
+        batches = list(loader)
+        texts = [t for batch in batches for t in batch["text"]]
+        assert [len(t) for t in texts] == sorted(len(t) for t in split.texts)
+        assert sorted(texts) == sorted(split.texts)
+        labels = dict(zip(split.texts, split.labels, strict=True))
+        assert [int(y) for b in batches for y in b["label"]] == [labels[t] for t in texts]
+    assert texts != split.texts  # the tiny test split is not already in length order
+
+
 @pytest.mark.parametrize(
     ("name", "content", "labels"),
     [
