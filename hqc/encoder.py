@@ -96,7 +96,9 @@ class SentenceEncoder(Encoder):
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.out_features = int(transformer.get_embedding_dimension())
         if trainable:
-            self.transformer = transformer
+            # Hub models load in eval mode and Lightning >= 2.2 keeps each module's mode, so
+            # without this the fine-tuned transformer would train with its dropout off.
+            self.transformer = transformer.train()
         else:
             # Kept outside the module tree: a frozen transformer is not a checkpoint's business.
             transformer.requires_grad_(False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from lightning.pytorch import Callback, Trainer
 
 from hqc.classifier import Classifier
 from hqc.main import main
@@ -217,6 +218,24 @@ def test_bad_config_value_names_the_setting(tiny_data_dir, tmp_path, capsys):
         main(["fit", *tiny_args(ROOT / "configs/classical.yaml", tiny_data_dir, tmp_path),
               "--model.init_args.core.init_args.hidden", "many"])  # fmt: skip
     assert "hidden" in capsys.readouterr().err
+
+
+def test_fine_tuning_trains_the_transformer_in_training_mode(tiny_data_dir, tmp_path):
+    """Dropout on while training (hub models load in eval mode), off while validating."""
+    modes: dict[str, set[bool]] = {"train": set(), "val": set()}
+
+    class Modes(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            modes["train"] |= {m.training for m in pl_module.encoder.modules()}
+
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            modes["val"] |= {m.training for m in pl_module.encoder.modules()}
+
+    cli = main(tiny_args(ROOT / "configs/finetune.yaml", tiny_data_dir, tmp_path), run=False)
+    Trainer(fast_dev_run=1, callbacks=[Modes()], logger=False, enable_progress_bar=False).fit(
+        cli.model, cli.datamodule
+    )
+    assert modes == {"train": {True}, "val": {False}}
 
 
 def test_trainable_encoder_gets_its_own_learning_rate(tiny_data_dir):
