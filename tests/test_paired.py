@@ -33,3 +33,13 @@ def test_a_filter_that_leaves_a_seed_twice_is_an_error(tmp_path):
         paired.load(f"x={both}")
     with pytest.raises(SystemExit, match="no finished rows"):
         paired.load(f"x={both}@head=mlp")
+
+
+def test_bad_specs_and_unshared_draws_get_one_message(tmp_path, capsys):
+    ref = write(tmp_path / "ref.csv", "head,seed,test_acc\nlr,0,0.8\n")
+    other = write(tmp_path / "o.csv", "head,seed,test_acc\nft,1,0.9\n")
+    for spec in (f"x={ref}@head", str(ref), f"x={tmp_path / 'none.csv'}"):
+        with pytest.raises(SystemExit, match="error: "):
+            paired.load(spec)
+    paired.main([f"LR={ref}", f"FT={other}"])
+    assert capsys.readouterr().out.splitlines()[3].endswith("| – (no shared draws) | – |")

@@ -28,9 +28,11 @@ def load(spec: str) -> tuple[str, dict[int, float]]:
     """``LABEL=PATH[@COLUMN=VALUE...]`` → the label and test accuracy (%) by seed."""
     label, _, rest = spec.partition("=")
     path, *filters = rest.split("@")
-    if not label or not path:
+    if not label or not path or not all("=" in f for f in filters):
         raise SystemExit(f"error: {spec!r} is not LABEL=PATH[@COLUMN=VALUE...]")
     wanted = dict(f.split("=", 1) for f in filters)
+    if not Path(path).is_file():
+        raise SystemExit(f"error: {spec!r}: no file {path}")
     with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
     picked: dict[int, float] = {}
@@ -54,11 +56,13 @@ def table(sources: Sequence[tuple[str, dict[int, float]]]) -> str:
         f"| source | draws | test acc % | Δ vs {reference_label} (paired, points) | draws above |",
         "|---|---:|---|---|---|",
     ]
-    for label, values in sources:
+    for i, (label, values) in enumerate(sources):
         acc = "{:.2f} ± {:.2f}".format(*mean_ci(list(values.values())))
         diffs = paired_differences(values, reference)
-        if label == reference_label:
+        if i == 0:
             delta, above = "(reference)", "–"
+        elif not diffs:
+            delta, above = "– (no shared draws)", "–"
         else:
             delta = "{:+.2f} ± {:.2f} (n={})".format(*mean_ci(diffs), len(diffs))
             above = f"{sum(d > 0 for d in diffs)} / {len(diffs)}"
