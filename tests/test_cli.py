@@ -238,6 +238,22 @@ def test_fine_tuning_trains_the_transformer_in_training_mode(tiny_data_dir, tmp_
     assert modes == {"train": {True}, "val": {False}}
 
 
+def test_fine_tuning_tests_a_weights_only_best_checkpoint_and_resumes_from_a_full_last(
+    tiny_data_dir, tmp_path
+):
+    """AdamW's state would triple the tested checkpoint; resuming still needs it in last.ckpt."""
+    args = tiny_args(ROOT / "configs/finetune.yaml", tiny_data_dir, tmp_path)
+    cli = main(["fit", *args, "--trainer.max_epochs", "1"])
+    assert "test/acc" in cli.trainer.callback_metrics
+    (best,) = tmp_path.rglob("best-epoch*.ckpt")
+    (last,) = tmp_path.rglob("last.ckpt")
+    best, last = (torch.load(p, map_location="cpu", weights_only=False) for p in (best, last))
+    assert "optimizer_states" not in best and len(last["optimizer_states"]) == 1
+    assert best["state_dict"].keys() == last["state_dict"].keys()
+    resumed = main(["fit", *args, "--trainer.max_epochs", "2", "--ckpt_path", "last"])
+    assert resumed.trainer.current_epoch == 2
+
+
 def test_trainable_encoder_gets_its_own_learning_rate(tiny_data_dir):
     cli = main(tiny_args(ROOT / "configs/finetune.yaml", tiny_data_dir, "runs"), run=False)
     optimizer = cli.model.configure_optimizers()
