@@ -31,9 +31,10 @@ def load(spec: str) -> tuple[str, dict[int, float]]:
     if not label or not path or not all("=" in f for f in filters):
         raise SystemExit(f"error: {spec!r} is not LABEL=PATH[@COLUMN=VALUE...]")
     wanted = dict(f.split("=", 1) for f in filters)
-    if not Path(path).is_file():
+    source = Path(path)
+    if not source.is_file():
         raise SystemExit(f"error: {spec!r}: no file {path}")
-    with Path(path).open(newline="") as f:
+    with source.open(newline="") as f:
         rows = list(csv.DictReader(f))
     picked: dict[int, float] = {}
     for r in rows:
